@@ -1,0 +1,200 @@
+"""All runtime configuration, in one place.
+
+Every setting is an environment variable with a documented default. `Settings.from_env()` reads them once at
+start-up and returns an immutable object that is passed explicitly to whatever needs it; nothing else in the
+package reads the environment. `docs/configuration.md` is generated from the table below
+(`python -m firehose.config --markdown`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PUBLIC_JETSTREAMS = (
+    "wss://jetstream1.us-east.bsky.network/subscribe,"
+    "wss://jetstream2.us-east.bsky.network/subscribe,"
+    "wss://jetstream1.us-west.bsky.network/subscribe,"
+    "wss://jetstream2.us-west.bsky.network/subscribe"
+)
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+ZSTD_DICTIONARY_PATH = PACKAGE_DIR / "zstd_dictionary_v1"
+
+
+class ConfigError(ValueError):
+    """A setting has a value that cannot be used; the message names the variable and what it accepts."""
+
+
+def _setting(env: str, default: Any, doc: str) -> Any:
+    return field(default=default, metadata={"env": env, "doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The appliance's settings. Field defaults are the documented defaults."""
+
+    # Redis buffer
+    redis_url: str = _setting("FIREHOSE_REDIS_URL", "redis://127.0.0.1:6379/0", "Redis holding the buffer stream.")
+    stream_key: str = _setting("FIREHOSE_STREAM", "firehose:events", "Redis Stream the ingester appends events to.")
+    cursor_key: str = _setting(
+        "FIREHOSE_CURSOR_KEY", "firehose:cursor", "Redis hash with the resume cursor, written with each batch."
+    )
+    deadletter_key: str = _setting(
+        "FIREHOSE_DEADLETTER_STREAM", "firehose:deadletter", "Redis Stream for frames that are not valid events."
+    )
+    deadletter_maxlen: int = _setting(
+        "FIREHOSE_DEADLETTER_MAXLEN", 100_000, "Approximate cap on the dead-letter stream's length."
+    )
+
+    # Ingest
+    jetstream_urls: tuple[str, ...] = _setting(
+        "FIREHOSE_JETSTREAM_URLS",
+        tuple(PUBLIC_JETSTREAMS.split(",")),
+        "Comma-separated Jetstream /subscribe URLs, tried in order with failover.",
+    )
+    wanted_collections: tuple[str, ...] = _setting(
+        "FIREHOSE_WANTED_COLLECTIONS", (), "Comma-separated collection NSIDs or prefixes (a.b.*); empty = all."
+    )
+    compress: bool = _setting("FIREHOSE_COMPRESS", True, "Ask Jetstream for zstd-compressed frames.")
+    rewind_seconds: float = _setting(
+        "FIREHOSE_REWIND_SECONDS", 5.0, "On restart, resume this many seconds before the stored cursor."
+    )
+    high_water: int = _setting(
+        "FIREHOSE_HIGH_WATER", 20_000_000, "Stream length at which the ingester pauses reading (backpressure)."
+    )
+    max_frame_bytes: int = _setting(
+        "FIREHOSE_MAX_FRAME_BYTES", 2_000_000, "Decoded frames larger than this go to the dead-letter stream."
+    )
+    ingest_batch: int = _setting("FIREHOSE_INGEST_BATCH", 1000, "Events per pipelined Redis transaction.")
+    ingest_batch_ms: int = _setting(
+        "FIREHOSE_INGEST_BATCH_MS", 200, "Longest time an event waits in the ingester before it is written."
+    )
+    backoff_max_seconds: float = _setting(
+        "FIREHOSE_BACKOFF_MAX_SECONDS", 60.0, "Upper bound of the reconnect backoff (exponential with jitter)."
+    )
+    ingest_metrics_port: int = _setting(
+        "FIREHOSE_INGEST_METRICS_PORT", 9101, "Port of the ingester's Prometheus endpoint (0 disables it)."
+    )
+    metrics_bind: str = _setting("FIREHOSE_METRICS_BIND", "127.0.0.1", "Address the ingester metrics listen on.")
+
+    # Flush and storage
+    data_dir: Path = _setting("FIREHOSE_DATA_DIR", Path("var/data"), "Root of the Parquet tables.")
+    flush_group: str = _setting("FIREHOSE_FLUSH_GROUP", "flush", "Consumer group the flush reads with.")
+    flush_consumer: str = _setting("FIREHOSE_FLUSH_CONSUMER", "flush-1", "Consumer name of the flush.")
+    flush_chunk: int = _setting("FIREHOSE_FLUSH_CHUNK", 200_000, "Most stream entries written per batch.")
+    flush_trim_keep_seconds: float = _setting(
+        "FIREHOSE_FLUSH_TRIM_KEEP_SECONDS",
+        120.0,
+        "Flushed entries newer than this (relative to the newest entry) stay for the ingester's replay dedupe.",
+    )
+    parquet_zstd_level: int = _setting("FIREHOSE_PARQUET_ZSTD_LEVEL", 9, "zstd level of Parquet files.")
+    parquet_row_group: int = _setting("FIREHOSE_PARQUET_ROW_GROUP", 262_144, "Rows per Parquet row group.")
+    flush_metrics_file: Path | None = _setting(
+        "FIREHOSE_FLUSH_METRICS_FILE",
+        None,
+        "node_exporter textfile-collector file for flush metrics (e.g. .../textfile/firehose_flush.prom).",
+    )
+
+    # API
+    api_page_size: int = _setting("FIREHOSE_API_PAGE_SIZE", 50, "Results per /search page.")
+    api_max_results: int = _setting("FIREHOSE_API_MAX_RESULTS", 1000, "Most /search results over all pages.")
+    api_export_max_rows: int = _setting("FIREHOSE_API_EXPORT_MAX_ROWS", 100_000, "Most rows one /export returns.")
+    api_query_timeout: float = _setting(
+        "FIREHOSE_API_QUERY_TIMEOUT", 20.0, "Seconds a query may run before it is cancelled (504)."
+    )
+    api_max_text_length: int = _setting("FIREHOSE_API_MAX_TEXT_LENGTH", 512, "Longest accepted search text.")
+    api_duckdb_threads: int = _setting("FIREHOSE_API_DUCKDB_THREADS", 2, "DuckDB threads per API worker.")
+    api_duckdb_memory: str = _setting("FIREHOSE_API_DUCKDB_MEMORY", "2GB", "DuckDB memory limit per API worker.")
+    api_fresh_seconds: float = _setting(
+        "FIREHOSE_API_FRESH_SECONDS", 900.0, "/health reports stale data when the newest event is older."
+    )
+    api_cursor_secret: str = _setting(
+        "FIREHOSE_API_CURSOR_SECRET", "", "HMAC key for page cursors; empty = random per start (set it for >1 host)."
+    )
+    plc_url: str = _setting("FIREHOSE_PLC_URL", "https://plc.directory", "PLC directory for DID -> handle; empty = off.")
+    plc_timeout: float = _setting("FIREHOSE_PLC_TIMEOUT", 2.0, "Seconds to wait for the PLC directory.")
+    handle_cache_size: int = _setting("FIREHOSE_HANDLE_CACHE_SIZE", 100_000, "DID -> handle entries cached per worker.")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read every setting from `environ` (default: the process environment), falling back to defaults."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            name = f.metadata["env"]
+            if name in env:
+                values[f.name] = _parse(name, env[name], f.default)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Reject values no stage can work with, naming the variable."""
+        positive = (
+            "ingest_batch", "ingest_batch_ms", "high_water", "max_frame_bytes", "flush_chunk",
+            "parquet_row_group", "api_page_size", "api_max_results", "api_export_max_rows", "api_max_text_length",
+            "api_duckdb_threads",
+        )
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{_env_of(name)} must be a positive number, got {getattr(self, name)!r}")
+        if not self.jetstream_urls:
+            raise ConfigError("FIREHOSE_JETSTREAM_URLS must name at least one ws:// or wss:// URL")
+        for url in self.jetstream_urls:
+            if not url.startswith(("ws://", "wss://")):
+                raise ConfigError(f"FIREHOSE_JETSTREAM_URLS: {url!r} is not a ws:// or wss:// URL")
+        if self.api_query_timeout <= 0 or self.rewind_seconds < 0:
+            raise ConfigError("FIREHOSE_API_QUERY_TIMEOUT must be > 0 and FIREHOSE_REWIND_SECONDS >= 0")
+        if not 1 <= self.parquet_zstd_level <= 22:
+            raise ConfigError("FIREHOSE_PARQUET_ZSTD_LEVEL must be between 1 and 22")
+
+
+def _env_of(field_name: str) -> str:
+    return {f.name: f.metadata["env"] for f in dataclasses.fields(Settings)}[field_name]
+
+
+def _parse(name: str, raw: str, default: Any) -> Any:
+    """Convert the string `raw` of variable `name` to the type of its default."""
+    raw = raw.strip()
+    try:
+        if isinstance(default, bool):
+            lowered = raw.lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected true or false")
+        if isinstance(default, tuple):
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+        if isinstance(default, int):
+            return int(raw.replace("_", ""))
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, Path) or (default is None and name.endswith(("_FILE", "_DIR"))):
+            return Path(raw) if raw else None
+        return raw
+    except ValueError as exc:
+        raise ConfigError(f"{name}={raw!r} is not valid: {exc}") from exc
+
+
+def markdown_table() -> str:
+    """The settings as a Markdown table, for docs/configuration.md."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    for f in dataclasses.fields(Settings):
+        default = f.default
+        if isinstance(default, tuple):
+            default = ",".join(default) or "(empty)"
+        shown = "(unset)" if default is None else str(default)
+        lines.append(f"| `{f.metadata['env']}` | `{shown}` | {f.metadata['doc']} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    if "--markdown" in sys.argv:
+        sys.stdout.write(markdown_table())
