@@ -1,0 +1,192 @@
+"""The durable buffer between ingest and flush: a Redis Stream, its resume cursor and its dead-letter stream.
+
+Layout in Redis (key names from `Settings`):
+- `stream_key`: one entry per event, field `e` = the event's JSON exactly as received (decompressed).
+- `cursor_key`: a hash `{time_us, updated_us}` written in the same MULTI/EXEC as the events it covers.
+- `deadletter_key`: frames that are not valid events, fields `reason`, `frame`, `at_us`.
+- consumer group `flush_group` on `stream_key`, used by the flush; `<stream_key>:flush` holds the flush's
+  in-flight batch range so a crashed batch is redone with exactly the same entries.
+
+Entries are never trimmed with MAXLEN (that would drop unacknowledged events): the flush trims with
+`XTRIM MINID` after its files are renamed into place, keeping a recent tail for the ingester's replay dedupe.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+
+import redis
+
+from firehose.config import Settings
+
+EVENT_FIELD = b"e"
+
+Entry = tuple[bytes, bytes]  # (stream entry id, event JSON)
+
+
+class Backpressure(Exception):
+    """Redis refused the write (out of memory) or the stream is past its high-water mark: pause reading."""
+
+
+class Buffer:
+    """Typed access to the Redis structures of the buffer. Holds no state besides the client."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.client = client
+        self.stream = settings.stream_key
+        self.cursor_key = settings.cursor_key
+        self.deadletter = settings.deadletter_key
+        self.deadletter_maxlen = settings.deadletter_maxlen
+        self.group = settings.flush_group
+        self.inflight_key = f"{settings.stream_key}:flush"
+
+    @classmethod
+    def connect(cls, settings: Settings) -> Buffer:
+        """A buffer on a new client for `settings.redis_url`."""
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=30, socket_connect_timeout=5,
+                                      health_check_interval=30)
+        return cls(client, settings)
+
+    # -- ingest side -------------------------------------------------------------------------------------------
+
+    def append(self, events: Sequence[bytes], cursor_time_us: int) -> bytes:
+        """Append `events` and move the cursor to `cursor_time_us`, atomically; return the last entry id.
+
+        Raises Backpressure when Redis refuses the write for lack of memory; nothing is then written.
+        """
+        pipe = self.client.pipeline(transaction=True)
+        for raw in events:
+            pipe.xadd(self.stream, {EVENT_FIELD: raw})
+        pipe.hset(self.cursor_key, mapping={"time_us": cursor_time_us, "updated_us": time.time_ns() // 1000})
+        try:
+            results = pipe.execute()
+        except (redis.ResponseError, redis.exceptions.ExecAbortError) as exc:
+            if _is_oom(exc) or isinstance(exc, redis.exceptions.ExecAbortError):
+                raise Backpressure(str(exc)) from exc
+            raise
+        for result in results:
+            if isinstance(result, redis.ResponseError):
+                raise Backpressure(str(result)) if _is_oom(result) else result
+        return results[len(events) - 1] if events else b""
+
+    def cursor(self) -> int | None:
+        """The stored resume cursor (the newest `time_us` stored), or None before the first event."""
+        raw = self.client.hget(self.cursor_key, "time_us")
+        return int(raw) if raw is not None else None
+
+    def length(self) -> int:
+        """Entries in the stream (flushed entries disappear when trimmed)."""
+        return int(self.client.xlen(self.stream))
+
+    def tail(self, batch: int = 5000) -> Iterable[list[Entry]]:
+        """The stream's entries newest first, in batches (for the ingester's replay dedupe)."""
+        upper: bytes | str = "+"
+        while True:
+            rows = self.client.xrevrange(self.stream, max=upper, min="-", count=batch)
+            if not rows:
+                return
+            yield [(eid, fields.get(EVENT_FIELD, b"")) for eid, fields in rows]
+            upper = b"(" + rows[-1][0]
+
+    def dead_letter(self, reason: str, frame: bytes, keep_bytes: int = 65_536) -> None:
+        """Record a frame that is not a valid event, with the reason (the frame is cut to `keep_bytes`)."""
+        self.client.xadd(
+            self.deadletter,
+            {"reason": reason, "frame": frame[:keep_bytes], "size": len(frame), "at_us": time.time_ns() // 1000},
+            maxlen=self.deadletter_maxlen,
+            approximate=True,
+        )
+
+    # -- flush side --------------------------------------------------------------------------------------------
+
+    def ensure_group(self) -> None:
+        """Create the flush's consumer group (from the stream's start) if it does not exist."""
+        try:
+            self.client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def read_group(self, consumer: str, count: int, pending: bool) -> list[Entry]:
+        """Read up to `count` entries: this consumer's unacknowledged ones (`pending`) or new ones."""
+        reply = self.client.xreadgroup(self.group, consumer, {self.stream: "0" if pending else ">"}, count=count)
+        if not reply:
+            return []
+        _, rows = reply[0]
+        return [(eid, fields.get(EVENT_FIELD, b"")) for eid, fields in rows if fields is not None]
+
+    def range(self, first: bytes, last: bytes) -> list[Entry]:
+        """Entries with ids in [first, last], in order."""
+        rows = self.client.xrange(self.stream, min=first, max=last)
+        return [(eid, fields.get(EVENT_FIELD, b"")) for eid, fields in rows]
+
+    def claim_stale(self, consumer: str, count: int) -> int:
+        """Move entries that other (gone) consumers of the group left pending to `consumer`; return how many."""
+        others = [c for c in self.client.xinfo_consumers(self.stream, self.group)
+                  if c["name"] not in (consumer, consumer.encode()) and c["pending"]]
+        moved = 0
+        for other in others:
+            start: bytes | str = "0-0"
+            while True:
+                reply = self.client.xautoclaim(self.stream, self.group, consumer, 0, start, count=count)
+                start, claimed = reply[0], reply[1]
+                moved += len(claimed)
+                if start in (b"0-0", "0-0") or not claimed:
+                    break
+            self.client.xgroup_delconsumer(self.stream, self.group, other["name"])
+        return moved
+
+    def inflight(self) -> tuple[bytes, bytes] | None:
+        """The range of the batch a flush started but did not finish, if any."""
+        raw = self.client.hgetall(self.inflight_key)
+        if not raw:
+            return None
+        return raw[b"first"], raw[b"last"]
+
+    def begin_batch(self, first: bytes, last: bytes) -> None:
+        """Record the batch range before any file of it is written."""
+        self.client.hset(self.inflight_key, mapping={"first": first, "last": last})
+
+    def commit_batch(self, ids: Sequence[bytes], trim_below: bytes | None) -> None:
+        """Acknowledge a written batch, trim what is safe to trim, and clear the in-flight record, atomically."""
+        pipe = self.client.pipeline(transaction=True)
+        for start in range(0, len(ids), 10_000):
+            pipe.xack(self.stream, self.group, *ids[start:start + 10_000])
+        if trim_below is not None:
+            pipe.xtrim(self.stream, minid=trim_below, approximate=False)
+        pipe.delete(self.inflight_key)
+        pipe.execute()
+
+    def newest_id(self) -> bytes | None:
+        """The id of the newest entry in the stream, or None when it is empty."""
+        rows = self.client.xrevrange(self.stream, count=1)
+        return rows[0][0] if rows else None
+
+    def oldest_pending_id(self) -> bytes | None:
+        """The smallest id any consumer of the flush group has read but not acknowledged."""
+        summary = self.client.xpending(self.stream, self.group)
+        return summary["min"] if summary and summary.get("pending") else None
+
+    def last_delivered_id(self) -> bytes | None:
+        """The last id delivered to the flush group (everything after it is unread)."""
+        for group in self.client.xinfo_groups(self.stream):
+            if group["name"] in (self.group, self.group.encode()):
+                value = group["last-delivered-id"]
+                return value if isinstance(value, bytes) else str(value).encode()
+        return None
+
+
+def _is_oom(exc: Exception) -> bool:
+    return str(exc).startswith("OOM") or "OOM command not allowed" in str(exc)
+
+
+def id_ms(entry_id: bytes) -> int:
+    """The millisecond part of a stream entry id."""
+    return int(entry_id.split(b"-", 1)[0])
+
+
+def id_tuple(entry_id: bytes) -> tuple[int, int]:
+    """A stream entry id as a sortable (ms, seq) pair."""
+    ms, _, seq = entry_id.partition(b"-")
+    return int(ms), int(seq or 0)

@@ -1,0 +1,177 @@
+"""Compaction: merge a finished day's small flush files into a few large files sorted for search.
+
+For each table and each finished day (UTC, older than `--grace-hours` past midnight) whose partition holds more
+than one file or any file not yet compacted, DuckDB sorts the day's rows by the table's sort key into new files
+in the staging area (out of core, within a memory limit); the new directory is then swapped with the live
+partition in one `renameat2(RENAME_EXCHANGE)`, so readers see either all old files or all new ones, never both
+and never neither. The old files are deleted afterwards; a crash leaves only staging debris, which the next run
+removes. Compaction holds the writer lock, so no flush adds a file to a partition while it is being replaced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import ctypes.util
+import datetime as dt
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from firehose import storage
+from firehose.config import Settings
+from firehose.schema import TABLES
+
+log = logging.getLogger("firehose.compact")
+
+COMPACT_PREFIX = "compact-"
+RENAME_EXCHANGE = 2
+AT_FDCWD = -100
+
+
+@dataclass
+class CompactResult:
+    """One compacted partition."""
+
+    table: str
+    date: str
+    files_before: int
+    files_after: int
+    rows: int
+    seconds: float
+
+
+def exchange(a: Path, b: Path) -> None:
+    """Atomically swap two paths on the same filesystem (Linux renameat2 with RENAME_EXCHANGE)."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    rc = libc.renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE)
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"renameat2(RENAME_EXCHANGE) {a} <-> {b}: {os.strerror(err)}")
+
+
+def needs_compaction(files: list[Path]) -> bool:
+    """A partition needs compaction when it has several files or any file a flush wrote."""
+    return len(files) > 1 or any(not f.name.startswith(COMPACT_PREFIX) for f in files)
+
+
+def finished_dates(dates: list[str], now: dt.datetime, grace: dt.timedelta) -> list[str]:
+    """The dates whose day ended at least `grace` before `now` (late events have had time to arrive)."""
+    cutoff = (now - grace).date()
+    return [d for d in dates if dt.date.fromisoformat(d) < cutoff]
+
+
+class Compactor:
+    """Compacts partitions of the data directory."""
+
+    def __init__(self, settings: Settings, memory_limit: str = "1GB", threads: int = 1,
+                 target_rows_per_file: int = 20_000_000) -> None:
+        self.settings = settings
+        self.data_dir = settings.data_dir
+        self.memory_limit = memory_limit
+        self.threads = threads
+        self.target_rows = target_rows_per_file
+
+    def run(self, dates: list[str] | None = None, grace: dt.timedelta = dt.timedelta(hours=1),
+            now: dt.datetime | None = None) -> list[CompactResult]:
+        """Compact the given dates (default: every finished day) of every table."""
+        now = now or dt.datetime.now(dt.timezone.utc)
+        results = []
+        storage.ensure_layout(self.data_dir)
+        with storage.writer_lock(self.data_dir):
+            self._clean_staging()
+            for table in TABLES:
+                available = storage.list_dates(self.data_dir, table)
+                wanted = [d for d in available if d in dates] if dates else finished_dates(available, now, grace)
+                for date in sorted(wanted):
+                    files = storage.partition_files(self.data_dir, table, date)
+                    if needs_compaction(files):
+                        results.append(self.compact_partition(table, date, files))
+        return results
+
+    def compact_partition(self, table: str, date: str, files: list[Path]) -> CompactResult:
+        """Rewrite one partition as sorted compacted files and swap it in atomically."""
+        started = time.monotonic()
+        live = storage.partition_dir(self.data_dir, table, date)
+        work = storage.staging_dir(self.data_dir) / f"compact-{table}-{date}"
+        new = work / "new"
+        new.mkdir(parents=True)
+        rows = self._rewrite(table, files, new)
+        for path in new.iterdir():
+            _fsync_file(path)
+        storage.fsync_dir(new)
+        exchange(new, live)  # `live` now holds the new files; `new` the old ones
+        storage.fsync_dir(live.parent)
+        files_after = len(list(live.glob("*.parquet")))
+        shutil.rmtree(work)
+        result = CompactResult(table, date, len(files), files_after, rows, time.monotonic() - started)
+        log.info("compacted %s date=%s: %d files -> %d, %d rows in %.1fs", table, date, result.files_before,
+                 result.files_after, rows, result.seconds)
+        return result
+
+    def _rewrite(self, table: str, files: list[Path], out_dir: Path) -> int:
+        spec = TABLES[table]
+        order = ", ".join(spec.sort_key)
+        con = duckdb.connect(config={"memory_limit": self.memory_limit, "threads": self.threads,
+                                     "temp_directory": str(out_dir.parent / "spill"),
+                                     "preserve_insertion_order": False})
+        try:
+            source = "read_parquet($files, hive_partitioning = false, union_by_name = true)"
+            rows = con.execute(f"SELECT count(*) FROM {source}", {"files": [str(f) for f in files]}).fetchone()[0]
+            columns = ", ".join(f'"{name}"' for name in spec.schema.names)
+            n_files = max(1, -(-rows // self.target_rows))
+            for i in range(n_files):
+                path = out_dir / f"{COMPACT_PREFIX}{i:04d}.parquet"
+                con.execute(
+                    f"COPY (SELECT {columns} FROM {source} ORDER BY {order} "
+                    f"LIMIT {self.target_rows} OFFSET {i * self.target_rows}) TO '{path}' "
+                    f"(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL {self.settings.parquet_zstd_level}, "
+                    f"ROW_GROUP_SIZE {max(self.settings.parquet_row_group, 1_000_000)})",
+                    {"files": [str(f) for f in files]},
+                )
+            return int(rows)
+        finally:
+            con.close()
+
+    def _clean_staging(self) -> None:
+        """Remove what a crashed compaction left in staging (old files already swapped out, or unfinished work)."""
+        staging = storage.staging_dir(self.data_dir)
+        for leftover in staging.glob("compact-*"):
+            log.warning("removing leftover compaction work %s", leftover)
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Flags of `firehose compact`."""
+    parser.add_argument("--date", action="append", dest="dates", metavar="YYYY-MM-DD",
+                        help="compact this day (repeatable; default: every finished day that needs it)")
+    parser.add_argument("--grace-hours", type=float, default=1.0,
+                        help="a day counts as finished this long after midnight UTC (default 1)")
+    parser.add_argument("--memory-limit", default="1GB", help="DuckDB memory limit while sorting (default 1GB)")
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Compact and log what was done."""
+    for date in args.dates or []:
+        try:
+            dt.date.fromisoformat(date)
+        except ValueError:
+            log.error("--date %r is not a YYYY-MM-DD date", date)
+            return 2
+    compactor = Compactor(settings, memory_limit=args.memory_limit)
+    results = compactor.run(args.dates, grace=dt.timedelta(hours=args.grace_hours))
+    log.info("compacted %d partitions", len(results))
+    return 0

@@ -1,0 +1,277 @@
+"""Flush: Redis Stream -> date-partitioned Parquet, exactly once.
+
+One run (`firehose flush`, started by a systemd timer) drains the buffer in bounded batches:
+
+1. record the batch's stream-id range in Redis (`Buffer.begin_batch`) before any file is written;
+2. decode, drop replays (`schema.event_key`), route each event to its table (`schema.route`), and write one
+   Parquet file per (table, date) named after the batch's id range, via temp file + fsync + rename;
+3. acknowledge the batch, clear the range record, then trim what is safely behind.
+
+A crash at any point is repaired by the next run: a recorded range is redone with exactly the same entries
+(same rows, same file names, so renames overwrite), and entries read but never recorded are still pending in
+the consumer group. Nothing is lost and nothing is doubled. Flush and compaction hold the data directory's
+writer lock, so they never interleave.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from firehose import storage
+from firehose.buffer import Buffer, Entry, id_ms, id_tuple
+from firehose.config import Settings
+from firehose.schema import TABLE_NAMES, event_key, partition_date, records_row, route, to_arrow
+
+log = logging.getLogger("firehose.flush")
+
+
+@dataclass
+class BatchResult:
+    """What one batch wrote."""
+
+    entries: int = 0
+    duplicates: int = 0
+    rows: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    files: list[Path] = field(default_factory=list)
+    bytes_written: int = 0
+    raw_bytes: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class FlushResult:
+    """What one flush run did (all batches)."""
+
+    batches: list[BatchResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def entries(self) -> int:
+        return sum(b.entries for b in self.batches)
+
+    def rows(self) -> dict[str, int]:
+        total: dict[str, int] = defaultdict(int)
+        for batch in self.batches:
+            for table, n in batch.rows.items():
+                total[table] += n
+        return dict(total)
+
+
+def file_name(first: bytes, last: bytes) -> str:
+    """The Parquet file name of a batch: its first and last stream ids (stable across redos)."""
+    return f"{first.decode()}_{last.decode()}.parquet"
+
+
+def build_tables(entries: Sequence[Entry]) -> tuple[dict[tuple[str, str], pa.Table], int, int]:
+    """Turn stream entries into Arrow tables keyed by (table, date); return them, duplicates and raw bytes.
+
+    Events are de-duplicated by `event_key` (first one wins) and sorted by time_us within each file.
+    """
+    rows: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    seen: set[tuple[Any, ...]] = set()
+    duplicates = 0
+    raw_bytes = 0
+    for entry_id, raw in entries:
+        raw_bytes += len(raw)
+        try:
+            event = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            event = None
+        if isinstance(event, dict):
+            key = event_key(event)
+            if key in seen:
+                duplicates += 1
+                continue
+            seen.add(key)
+            table, row = route(event, raw)
+        else:
+            table, row = "records", records_row({}, raw)
+        time_us = row.get("time_us")
+        date = partition_date(time_us if isinstance(time_us, int) else id_ms(entry_id) * 1000)
+        rows[(table, date)].append(row)
+    tables = {}
+    for (table, date), table_rows in rows.items():
+        table_rows.sort(key=lambda r: r.get("time_us") or 0)
+        tables[(table, date)] = to_arrow(table, table_rows)
+    return tables, duplicates, raw_bytes
+
+
+class Flusher:
+    """Drains the buffer into Parquet. Stateless between runs; all state is in Redis and on disk."""
+
+    def __init__(self, settings: Settings, buffer: Buffer) -> None:
+        self.settings = settings
+        self.buffer = buffer
+        self.data_dir = settings.data_dir
+        self.consumer = settings.flush_consumer
+
+    def run_once(self, max_batches: int | None = None) -> FlushResult:
+        """Flush everything buffered (or `max_batches` batches), holding the writer lock."""
+        started = time.monotonic()
+        result = FlushResult()
+        storage.ensure_layout(self.data_dir)
+        with storage.writer_lock(self.data_dir):
+            self.buffer.ensure_group()
+            inflight = self.buffer.inflight()
+            if inflight is not None:
+                log.info("redoing the unfinished batch %s..%s", inflight[0].decode(), inflight[1].decode())
+                result.batches.append(self._write_batch(self.buffer.range(*inflight), recorded=True))
+            claimed = self.buffer.claim_stale(self.consumer, self.settings.flush_chunk)
+            if claimed:
+                log.info("took over %d entries left pending by another consumer", claimed)
+            stop_at = self.buffer.newest_id()  # entries added while this run works wait for the next run
+            for pending in (True, False):
+                while max_batches is None or len(result.batches) < max_batches:
+                    entries = self.buffer.read_group(self.consumer, self.settings.flush_chunk, pending)
+                    if not entries:
+                        break
+                    result.batches.append(self._write_batch(entries, recorded=False))
+                    if not pending and stop_at is not None and id_tuple(entries[-1][0]) >= id_tuple(stop_at):
+                        break
+        result.seconds = time.monotonic() - started
+        return result
+
+    def _write_batch(self, entries: list[Entry], recorded: bool) -> BatchResult:
+        started = time.monotonic()
+        batch = BatchResult(entries=len(entries))
+        if not entries:
+            return batch
+        first, last = entries[0][0], entries[-1][0]
+        if not recorded:
+            self.buffer.begin_batch(first, last)
+        tables, batch.duplicates, batch.raw_bytes = build_tables(entries)
+        name = file_name(first, last)
+        for (table, date), arrow_table in sorted(tables.items()):
+            path = storage.partition_dir(self.data_dir, table, date) / name
+            batch.bytes_written += storage.write_parquet(
+                arrow_table, path, zstd_level=self.settings.parquet_zstd_level,
+                row_group_size=self.settings.parquet_row_group,
+            )
+            batch.rows[table] += arrow_table.num_rows
+            batch.files.append(path)
+        self.buffer.commit_batch([eid for eid, _ in entries], self._trim_below(last))
+        batch.seconds = time.monotonic() - started
+        log.info("batch %s..%s: %d entries, %d duplicates, %d files, %.1f KiB in %.2fs", first.decode(),
+                 last.decode(), batch.entries, batch.duplicates, len(batch.files), batch.bytes_written / 1024,
+                 batch.seconds)
+        return batch
+
+    def _trim_below(self, last: bytes) -> bytes | None:
+        """The MINID to trim to: behind this batch, behind anything still pending, and keeping a recent tail."""
+        newest = self.buffer.newest_id()
+        if newest is None:
+            return None
+        keep_ms = int(self.settings.flush_trim_keep_seconds * 1000)
+        ms, _, seq = last.partition(b"-")
+        candidates = [(int(ms), int(seq) + 1), (id_ms(newest) - keep_ms, 0)]
+        floor = min(candidates)
+        return f"{floor[0]}-{floor[1]}".encode() if floor[0] > 0 else None
+
+
+def write_textfile_metrics(path: Path, result: FlushResult | None, stream_length: int | None, ok: bool) -> None:
+    """Write flush metrics in the node_exporter textfile format, atomically (keeps the last success time)."""
+    now = time.time()
+    last_success = now if ok else _previous_value(path, "firehose_flush_last_success_timestamp_seconds")
+    lines = [
+        "# HELP firehose_flush_last_run_timestamp_seconds When the flush last ran.",
+        "# TYPE firehose_flush_last_run_timestamp_seconds gauge",
+        f"firehose_flush_last_run_timestamp_seconds {now:.3f}",
+        "# HELP firehose_flush_last_success_timestamp_seconds When the flush last finished without error.",
+        "# TYPE firehose_flush_last_success_timestamp_seconds gauge",
+        f"firehose_flush_last_success_timestamp_seconds {last_success:.3f}",
+        "# HELP firehose_flush_last_run_success 1 if the last run succeeded, else 0.",
+        "# TYPE firehose_flush_last_run_success gauge",
+        f"firehose_flush_last_run_success {1 if ok else 0}",
+    ]
+    if result is not None:
+        rows = result.rows()
+        lines += [
+            "# HELP firehose_flush_last_duration_seconds Duration of the last run.",
+            "# TYPE firehose_flush_last_duration_seconds gauge",
+            f"firehose_flush_last_duration_seconds {result.seconds:.3f}",
+            "# HELP firehose_flush_last_batch_max_seconds Longest batch of the last run.",
+            "# TYPE firehose_flush_last_batch_max_seconds gauge",
+            f"firehose_flush_last_batch_max_seconds {max((b.seconds for b in result.batches), default=0):.3f}",
+            "# HELP firehose_flush_last_events Stream entries flushed by the last run.",
+            "# TYPE firehose_flush_last_events gauge",
+            f"firehose_flush_last_events {result.entries}",
+            "# HELP firehose_flush_last_duplicates Replayed events dropped by the last run.",
+            "# TYPE firehose_flush_last_duplicates gauge",
+            f"firehose_flush_last_duplicates {sum(b.duplicates for b in result.batches)}",
+            "# HELP firehose_flush_last_rows Rows written per table by the last run.",
+            "# TYPE firehose_flush_last_rows gauge",
+            *(f'firehose_flush_last_rows{{table="{t}"}} {rows.get(t, 0)}' for t in TABLE_NAMES),
+            "# HELP firehose_flush_last_bytes Parquet bytes written by the last run.",
+            "# TYPE firehose_flush_last_bytes gauge",
+            f"firehose_flush_last_bytes {sum(b.bytes_written for b in result.batches)}",
+        ]
+    if stream_length is not None:
+        lines += [
+            "# HELP firehose_flush_stream_length Entries left in the buffer stream after the last run.",
+            "# TYPE firehose_flush_stream_length gauge",
+            f"firehose_flush_stream_length {stream_length}",
+        ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, path)
+
+
+def _previous_value(path: Path, metric: str) -> float:
+    try:
+        for line in path.read_text().splitlines():
+            if line.startswith(metric + " "):
+                return float(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0.0
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Flags of `firehose flush`."""
+    parser.add_argument("--loop", type=float, default=0, metavar="SECONDS",
+                        help="run again every SECONDS until interrupted (default: once, as under a systemd timer)")
+    parser.add_argument("--max-batches", type=int, default=None, help="stop after this many batches per run")
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Flush once (or every --loop seconds); exit 1 if a run failed."""
+    buffer = Buffer.connect(settings)
+    flusher = Flusher(settings, buffer)
+    while True:
+        status = flush_and_report(flusher, settings, buffer, args.max_batches)
+        if not args.loop:
+            return status
+        try:
+            time.sleep(args.loop)
+        except KeyboardInterrupt:
+            return status
+
+
+def flush_and_report(flusher: Flusher, settings: Settings, buffer: Buffer, max_batches: int | None) -> int:
+    """One flush run with logging and textfile metrics; 0 on success, 1 on failure."""
+    try:
+        result = flusher.run_once(max_batches)
+    except Exception:
+        log.exception("flush failed; the next run redoes the unfinished batch")
+        if settings.flush_metrics_file:
+            write_textfile_metrics(settings.flush_metrics_file, None, None, ok=False)
+        return 1
+    length = buffer.length()
+    log.info("flushed %d entries in %d batches in %.2fs (%s); %d entries left in the stream", result.entries,
+             len(result.batches), result.seconds, ", ".join(f"{t}={n}" for t, n in sorted(result.rows().items())),
+             length)
+    if settings.flush_metrics_file:
+        write_textfile_metrics(settings.flush_metrics_file, result, length, ok=True)
+    return 0
