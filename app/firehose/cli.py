@@ -23,23 +23,29 @@ SUBCOMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with one sub-parser per stage."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser with one sub-parser per stage.
+
+    Only the chosen stage's module is imported (an ingester never loads DuckDB); with no command, all are.
+    """
     parser = argparse.ArgumentParser(prog="firehose", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"firehose {__version__}")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in SUBCOMMANDS.items():
-        module = importlib.import_module(module_name)
         p = sub.add_parser(name, help=help_text, description=help_text)
-        module.configure_parser(p)
-        p.set_defaults(_module=module)
+        if command in (None, name):
+            module = importlib.import_module(module_name)
+            module.configure_parser(p)
+            p.set_defaults(_module=module)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, read settings once, and run the chosen stage."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if a in SUBCOMMANDS), None)
+    args = build_parser(command).parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -25,6 +25,7 @@ import duckdb
 
 from firehose import storage
 from firehose.config import Settings
+from firehose.faults import Failpoints
 from firehose.schema import TABLES
 
 log = logging.getLogger("firehose.compact")
@@ -76,6 +77,7 @@ class Compactor:
         self.memory_limit = memory_limit
         self.threads = threads
         self.target_rows = target_rows_per_file
+        self.faults = Failpoints(settings.failpoint)
 
     def run(self, dates: list[str] | None = None, grace: dt.timedelta = dt.timedelta(hours=1),
             now: dt.datetime | None = None) -> list[CompactResult]:
@@ -105,8 +107,10 @@ class Compactor:
         for path in new.iterdir():
             _fsync_file(path)
         storage.fsync_dir(new)
+        self.faults.reached("compact.before_exchange")
         exchange(new, live)  # `live` now holds the new files; `new` the old ones
         storage.fsync_dir(live.parent)
+        self.faults.reached("compact.after_exchange")
         files_after = len(list(live.glob("*.parquet")))
         shutil.rmtree(work)
         result = CompactResult(table, date, len(files), files_after, rows, time.monotonic() - started)

@@ -31,6 +31,7 @@ import pyarrow as pa
 from firehose import storage
 from firehose.buffer import Buffer, Entry, id_ms, id_tuple
 from firehose.config import Settings
+from firehose.faults import Failpoints
 from firehose.schema import TABLE_NAMES, event_key, partition_date, records_row, route, to_arrow
 
 log = logging.getLogger("firehose.flush")
@@ -115,6 +116,7 @@ class Flusher:
         self.buffer = buffer
         self.data_dir = settings.data_dir
         self.consumer = settings.flush_consumer
+        self.faults = Failpoints(settings.failpoint)
 
     def run_once(self, max_batches: int | None = None) -> FlushResult:
         """Flush everything buffered (or `max_batches` batches), holding the writer lock."""
@@ -150,6 +152,7 @@ class Flusher:
         first, last = entries[0][0], entries[-1][0]
         if not recorded:
             self.buffer.begin_batch(first, last)
+        self.faults.reached("flush.after_begin")
         tables, batch.duplicates, batch.raw_bytes = build_tables(entries)
         name = file_name(first, last)
         for (table, date), arrow_table in sorted(tables.items()):
@@ -160,7 +163,10 @@ class Flusher:
             )
             batch.rows[table] += arrow_table.num_rows
             batch.files.append(path)
+            self.faults.reached("flush.after_rename")
+        self.faults.reached("flush.before_commit")
         self.buffer.commit_batch([eid for eid, _ in entries], self._trim_below(last))
+        self.faults.reached("flush.after_commit")
         batch.seconds = time.monotonic() - started
         log.info("batch %s..%s: %d entries, %d duplicates, %d files, %.1f KiB in %.2fs", first.decode(),
                  last.decode(), batch.entries, batch.duplicates, len(batch.files), batch.bytes_written / 1024,
@@ -174,8 +180,9 @@ class Flusher:
             return None
         keep_ms = int(self.settings.flush_trim_keep_seconds * 1000)
         ms, _, seq = last.partition(b"-")
-        candidates = [(int(ms), int(seq) + 1), (id_ms(newest) - keep_ms, 0)]
-        floor = min(candidates)
+        floor = (int(ms), int(seq) + 1)
+        if keep_ms > 0:
+            floor = min(floor, (id_ms(newest) - keep_ms, 0))
         return f"{floor[0]}-{floor[1]}".encode() if floor[0] > 0 else None
 
 

@@ -38,6 +38,7 @@ from websockets.asyncio.client import connect
 
 from firehose.buffer import Backpressure, Buffer
 from firehose.config import ZSTD_DICTIONARY_PATH, Settings
+from firehose.faults import Failpoints
 from firehose.schema import COLLECTION_TABLES, KINDS, event_key
 
 log = logging.getLogger("firehose.ingest")
@@ -91,10 +92,9 @@ class FrameDecoder:
             return message.encode()
         if not self.compressed:
             return message
-        size = zstandard.frame_content_size(message) if len(message) >= 4 else -1
-        if size > self.max_frame_bytes:
-            raise BadFrame("oversized")
         try:
+            if zstandard.frame_content_size(message) > self.max_frame_bytes:
+                raise BadFrame("oversized")
             return self.dctx.decompress(message, max_output_size=self.max_frame_bytes + 1)
         except zstandard.ZstdError:
             raise BadFrame("bad_compression") from None
@@ -234,6 +234,7 @@ class Ingester:
         self.start_cursor = start_cursor
         self.stop = asyncio.Event()
         self.events_written = 0
+        self.faults = Failpoints(settings.failpoint)
 
     async def run(self) -> None:
         """Connect, read, reconnect; return when `stop` is set, after writing what is pending."""
@@ -357,7 +358,9 @@ class Ingester:
             attempt = 0
             while True:
                 try:
+                    self.faults.reached("ingest.before_append")
                     self.buffer.append(raws, cursor)
+                    self.faults.reached("ingest.after_append")
                     break
                 except (Backpressure, redis.RedisError) as exc:
                     self.metrics.errors.labels("redis").inc()

@@ -1,0 +1,191 @@
+"""Flush and compaction against a real redis-server and real Parquet files, including kill -9 recovery."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from pathlib import Path
+
+import duckdb
+import orjson
+import pytest
+
+from firehose.buffer import Buffer
+from firehose.compact import Compactor
+from firehose.config import Settings
+from firehose.flush import Flusher
+from tests.conftest import GOLDEN, RedisServer
+from tests.integration.pipeline import all_rows, run_stage, stage_env, table_rows
+
+GOLDEN_LINES = GOLDEN.read_bytes().splitlines()
+
+
+def settings_for(redis_server: RedisServer, data_dir: Path, **env: str) -> Settings:
+    return Settings.from_env({"FIREHOSE_REDIS_URL": redis_server.url, "FIREHOSE_DATA_DIR": str(data_dir), **env})
+
+
+def synthetic_events(n: int, seed: int = 3, days: int = 2) -> list[bytes]:
+    """`n` distinct small events of every kind spread over `days` UTC days."""
+    rng = random.Random(seed)
+    start = int(dt.datetime(2026, 5, 24, tzinfo=dt.timezone.utc).timestamp() * 1_000_000)
+    out = []
+    for i in range(n):
+        base = orjson.loads(GOLDEN_LINES[i % len(GOLDEN_LINES)])
+        base["time_us"] = start + rng.randrange(days * 86_400_000_000)
+        base["did"] = f"did:plc:{i:024d}"
+        out.append(orjson.dumps(base))
+    return out
+
+
+def test_golden_events_land_field_for_field(redis_server: RedisServer, tmp_path: Path) -> None:
+    settings = settings_for(redis_server, tmp_path / "data")
+    buffer = Buffer.connect(settings)
+    buffer.append(GOLDEN_LINES, 1779719010689411)
+    result = Flusher(settings, buffer).run_once()
+    assert result.entries == 10
+    rows = all_rows(settings.data_dir)
+    assert {t: len(r) for t, r in rows.items()} == {
+        "posts": 1, "likes": 1, "reposts": 1, "follows": 1, "blocks": 1, "profiles": 1, "deletes": 1,
+        "identity": 1, "account": 1, "records": 1}
+    events = [orjson.loads(line) for line in GOLDEN_LINES]
+    like, post = events[0], events[1]
+    [like_row] = rows["likes"]
+    assert like_row["did"] == like["did"]
+    assert like_row["time_us"] == like["time_us"]
+    assert like_row["cid"] == like["commit"]["cid"]
+    assert like_row["subject_uri"] == like["commit"]["record"]["subject"]["uri"]
+    assert like_row["created_at"] == like["commit"]["record"]["createdAt"]
+    [post_row] = rows["posts"]
+    assert post_row["text"] == post["commit"]["record"]["text"]
+    assert post_row["reply_root_cid"] == post["commit"]["record"]["reply"]["root"]["cid"]
+    [record_row] = rows["records"]
+    assert orjson.loads(record_row["raw"]) == events[6]
+    [identity_row] = rows["identity"]
+    assert identity_row["seq"] == events[7]["identity"]["seq"]
+    [account_row] = rows["account"]
+    assert account_row["active"] is True
+    files = list((settings.data_dir / "posts").glob("date=2026-05-25/*.parquet"))
+    assert len(files) == 1
+    count = duckdb.sql(f"SELECT count(*) FROM '{settings.data_dir}/posts/**/*.parquet'").fetchall()
+    assert count == [(1,)]
+
+
+def test_flush_acknowledges_and_trims_only_what_it_wrote(redis_server: RedisServer, tmp_path: Path) -> None:
+    settings = settings_for(redis_server, tmp_path / "data", FIREHOSE_FLUSH_TRIM_KEEP_SECONDS="0",
+                            FIREHOSE_FLUSH_CHUNK="300")
+    buffer = Buffer.connect(settings)
+    events = synthetic_events(1000)
+    buffer.append(events, 1)
+    result = Flusher(settings, buffer).run_once()
+    assert [b.entries for b in result.batches] == [300, 300, 300, 100]
+    assert sum(len(r) for r in all_rows(settings.data_dir).values()) == 1000
+    assert buffer.client.xpending(settings.stream_key, settings.flush_group)["pending"] == 0
+    assert buffer.length() == 0
+    assert Flusher(settings, buffer).run_once().entries == 0
+
+
+def test_replays_within_a_batch_are_written_once(redis_server: RedisServer, tmp_path: Path) -> None:
+    settings = settings_for(redis_server, tmp_path / "data")
+    buffer = Buffer.connect(settings)
+    buffer.append(GOLDEN_LINES + GOLDEN_LINES[:4], 1)
+    result = Flusher(settings, buffer).run_once()
+    assert result.batches[0].duplicates == 4
+    assert sum(len(r) for r in all_rows(settings.data_dir).values()) == 10
+
+
+def test_unparseable_stream_entries_still_land_in_records(redis_server: RedisServer, tmp_path: Path) -> None:
+    settings = settings_for(redis_server, tmp_path / "data")
+    buffer = Buffer.connect(settings)
+    buffer.append([b"{broken", b'{"kind": "commit"}'], 1)
+    Flusher(settings, buffer).run_once()
+    raws = sorted(r["raw"] for r in table_rows(settings.data_dir, "records"))
+    assert raws == ['{"kind": "commit"}', "{broken"]
+
+
+@pytest.mark.parametrize(
+    "failpoint",
+    ["flush.after_begin", "flush.after_rename:1", "flush.after_rename:3", "flush.before_commit:2",
+     "flush.after_commit:1"],
+)
+def test_kill_9_during_flush_loses_and_doubles_nothing(redis_server: RedisServer, tmp_path: Path,
+                                                       failpoint: str) -> None:
+    reference_dir = tmp_path / "reference"
+    data_dir = tmp_path / "data"
+    events = synthetic_events(3000)
+    # reference: the same events flushed without a crash, in a separate Redis database
+    ref_settings = settings_for(redis_server, reference_dir)
+    ref_settings = Settings.from_env({"FIREHOSE_REDIS_URL": redis_server.url[:-1] + "1",
+                                      "FIREHOSE_DATA_DIR": str(reference_dir), "FIREHOSE_FLUSH_CHUNK": "1000"})
+    ref_buffer = Buffer.connect(ref_settings)
+    ref_buffer.append(events, 1)
+    Flusher(ref_settings, ref_buffer).run_once()
+
+    Buffer.connect(settings_for(redis_server, data_dir)).append(events, 1)
+    env = stage_env(redis_server.url, data_dir, FIREHOSE_FLUSH_CHUNK="1000")
+    crashed = run_stage(["flush"], {**env, "FIREHOSE_FAILPOINT": failpoint})
+    assert crashed.returncode == -9, crashed.stderr
+    rerun = run_stage(["flush"], env)
+    assert rerun.returncode == 0, rerun.stderr
+    assert all_rows(data_dir) == all_rows(reference_dir)
+    assert sum(len(r) for r in all_rows(data_dir).values()) == 3000
+    assert not list((data_dir / ".staging").iterdir())
+
+
+def test_compaction_merges_a_day_into_sorted_files(redis_server: RedisServer, tmp_path: Path) -> None:
+    settings = settings_for(redis_server, tmp_path / "data", FIREHOSE_FLUSH_CHUNK="500")
+    buffer = Buffer.connect(settings)
+    buffer.append(synthetic_events(2000), 1)
+    Flusher(settings, buffer).run_once()
+    before = all_rows(settings.data_dir)
+    likes_day = settings.data_dir / "likes" / "date=2026-05-24"
+    assert len(list(likes_day.glob("*.parquet"))) == 4
+    results = Compactor(settings).run(now=dt.datetime(2026, 5, 27, tzinfo=dt.timezone.utc))
+    assert {(r.table, r.date) for r in results} >= {("likes", "2026-05-24"), ("likes", "2026-05-25")}
+    assert [p.name for p in likes_day.glob("*.parquet")] == ["compact-0000.parquet"]
+    assert all_rows(settings.data_dir) == before
+    times = [r[0] for r in duckdb.sql(f"SELECT time_us FROM '{likes_day}/*.parquet'").fetchall()]
+    assert times == sorted(times)
+    assert Compactor(settings).run(now=dt.datetime(2026, 5, 27, tzinfo=dt.timezone.utc)) == []
+
+
+def test_compaction_leaves_unfinished_days_alone(redis_server: RedisServer, tmp_path: Path) -> None:
+    settings = settings_for(redis_server, tmp_path / "data", FIREHOSE_FLUSH_CHUNK="500")
+    buffer = Buffer.connect(settings)
+    buffer.append(synthetic_events(1000), 1)
+    Flusher(settings, buffer).run_once()
+    results = Compactor(settings).run(now=dt.datetime(2026, 5, 25, 0, 30, tzinfo=dt.timezone.utc))
+    assert {r.date for r in results} == set()
+    results = Compactor(settings).run(now=dt.datetime(2026, 5, 25, 1, 30, tzinfo=dt.timezone.utc))
+    assert {r.date for r in results} == {"2026-05-24"}
+
+
+@pytest.mark.parametrize("failpoint", ["compact.before_exchange", "compact.after_exchange:3"])
+def test_kill_9_during_compaction_loses_and_doubles_nothing(redis_server: RedisServer, tmp_path: Path,
+                                                            failpoint: str) -> None:
+    data_dir = tmp_path / "data"
+    settings = settings_for(redis_server, data_dir, FIREHOSE_FLUSH_CHUNK="500")
+    buffer = Buffer.connect(settings)
+    buffer.append(synthetic_events(2000), 1)
+    Flusher(settings, buffer).run_once()
+    before = all_rows(data_dir)
+    env = stage_env(redis_server.url, data_dir)
+    dates = ["--date", "2026-05-24", "--date", "2026-05-25"]
+    crashed = run_stage(["compact", *dates], {**env, "FIREHOSE_FAILPOINT": failpoint})
+    assert crashed.returncode == -9, crashed.stderr
+    assert all_rows(data_dir) == before  # readers never see a half-compacted partition
+    rerun = run_stage(["compact", *dates], env)
+    assert rerun.returncode == 0, rerun.stderr
+    assert all_rows(data_dir) == before
+    assert not [p for p in (data_dir / ".staging").iterdir() if p.name.startswith("compact-")]
+
+
+def test_textfile_metrics_are_written(redis_server: RedisServer, tmp_path: Path) -> None:
+    metrics = tmp_path / "textfile" / "firehose_flush.prom"
+    env = stage_env(redis_server.url, tmp_path / "data", FIREHOSE_FLUSH_METRICS_FILE=str(metrics))
+    Buffer.connect(settings_for(redis_server, tmp_path / "data")).append(GOLDEN_LINES, 1)
+    done = run_stage(["flush"], env)
+    assert done.returncode == 0, done.stderr
+    text = metrics.read_text()
+    assert 'firehose_flush_last_rows{table="posts"} 1' in text
+    assert "firehose_flush_last_run_success 1" in text
+    assert "firehose_flush_last_events 10" in text
