@@ -82,7 +82,7 @@ class Compactor:
     def run(self, dates: list[str] | None = None, grace: dt.timedelta = dt.timedelta(hours=1),
             now: dt.datetime | None = None) -> list[CompactResult]:
         """Compact the given dates (default: every finished day) of every table."""
-        now = now or dt.datetime.now(dt.timezone.utc)
+        now = now or dt.datetime.now(dt.UTC)
         results = []
         storage.ensure_layout(self.data_dir)
         with storage.writer_lock(self.data_dir):

@@ -123,7 +123,7 @@ def event_key(event: dict[str, Any]) -> tuple[Any, ...]:
 
 def partition_date(time_us: int) -> str:
     """The `date=` partition (UTC day, YYYY-MM-DD) of a time in unix microseconds."""
-    return dt.datetime.fromtimestamp(time_us / 1_000_000, tz=dt.timezone.utc).strftime("%Y-%m-%d")
+    return dt.datetime.fromtimestamp(time_us / 1_000_000, tz=dt.UTC).strftime("%Y-%m-%d")
 
 
 def route(event: Any, raw: bytes | str) -> tuple[str, Row]:

@@ -27,7 +27,7 @@ def settings_for(redis_server: RedisServer, data_dir: Path, **env: str) -> Setti
 def synthetic_events(n: int, seed: int = 3, days: int = 2) -> list[bytes]:
     """`n` distinct small events of every kind spread over `days` UTC days."""
     rng = random.Random(seed)
-    start = int(dt.datetime(2026, 5, 24, tzinfo=dt.timezone.utc).timestamp() * 1_000_000)
+    start = int(dt.datetime(2026, 5, 24, tzinfo=dt.UTC).timestamp() * 1_000_000)
     out = []
     for i in range(n):
         base = orjson.loads(GOLDEN_LINES[i % len(GOLDEN_LINES)])
@@ -139,13 +139,13 @@ def test_compaction_merges_a_day_into_sorted_files(redis_server: RedisServer, tm
     before = all_rows(settings.data_dir)
     likes_day = settings.data_dir / "likes" / "date=2026-05-24"
     assert len(list(likes_day.glob("*.parquet"))) == 4
-    results = Compactor(settings).run(now=dt.datetime(2026, 5, 27, tzinfo=dt.timezone.utc))
+    results = Compactor(settings).run(now=dt.datetime(2026, 5, 27, tzinfo=dt.UTC))
     assert {(r.table, r.date) for r in results} >= {("likes", "2026-05-24"), ("likes", "2026-05-25")}
     assert [p.name for p in likes_day.glob("*.parquet")] == ["compact-0000.parquet"]
     assert all_rows(settings.data_dir) == before
     times = [r[0] for r in duckdb.sql(f"SELECT time_us FROM '{likes_day}/*.parquet'").fetchall()]
     assert times == sorted(times)
-    assert Compactor(settings).run(now=dt.datetime(2026, 5, 27, tzinfo=dt.timezone.utc)) == []
+    assert Compactor(settings).run(now=dt.datetime(2026, 5, 27, tzinfo=dt.UTC)) == []
 
 
 def test_compaction_leaves_unfinished_days_alone(redis_server: RedisServer, tmp_path: Path) -> None:
@@ -153,9 +153,9 @@ def test_compaction_leaves_unfinished_days_alone(redis_server: RedisServer, tmp_
     buffer = Buffer.connect(settings)
     buffer.append(synthetic_events(1000), 1)
     Flusher(settings, buffer).run_once()
-    results = Compactor(settings).run(now=dt.datetime(2026, 5, 25, 0, 30, tzinfo=dt.timezone.utc))
+    results = Compactor(settings).run(now=dt.datetime(2026, 5, 25, 0, 30, tzinfo=dt.UTC))
     assert {r.date for r in results} == set()
-    results = Compactor(settings).run(now=dt.datetime(2026, 5, 25, 1, 30, tzinfo=dt.timezone.utc))
+    results = Compactor(settings).run(now=dt.datetime(2026, 5, 25, 1, 30, tzinfo=dt.UTC))
     assert {r.date for r in results} == {"2026-05-24"}
 
 
