@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from firehose import schema
-from tests.conftest import GOLDEN
+from tests.conftest import GOLDEN, REPO
 
 EXPECTED_TABLES = ["likes", "posts", "reposts", "follows", "profiles", "deletes", "records", "identity", "account",
                    "blocks"]
@@ -135,3 +135,14 @@ def test_partition_date_is_the_utc_day() -> None:
 def test_every_table_has_the_envelope_columns() -> None:
     for table in schema.TABLES.values():
         assert table.schema.names[:2] == ["did", "time_us"]
+
+
+def test_docs_describe_every_table_and_column() -> None:
+    doc = (REPO / "docs" / "schema.md").read_text()
+    common = {"did", "time_us", "rev", "operation", "rkey", "cid"}
+    for table in schema.TABLES.values():
+        heading = next((line for line in doc.splitlines() if line.startswith(f"## {table.name}")
+                        or line.startswith("## ") and f" {table.name} " in f" {line[3:]} "), None)
+        assert heading is not None, f"docs/schema.md has no section for {table.name}"
+        for column in table.schema.names:
+            assert f"| `{column}` |" in doc or column in common, f"{table.name}.{column} is not documented"

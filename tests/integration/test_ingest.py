@@ -1,0 +1,149 @@
+"""The ingester as a real process against a real redis-server and a real websocket peer."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import pytest
+
+from firehose.buffer import EVENT_FIELD
+from tests.conftest import GOLDEN, RedisServer, start_redis, stop_process
+from tests.integration.pipeline import CLI, stage_env
+from tests.integration.wsfeed import ScriptedFeed
+
+GOLDEN_LINES = GOLDEN.read_bytes().splitlines()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def start_ingester(redis_url: str, data_dir: Path, url: str, **env: str) -> subprocess.Popen:
+    environment = stage_env(redis_url, data_dir, FIREHOSE_COMPRESS="false", FIREHOSE_BACKOFF_MAX_SECONDS="0.5",
+                            FIREHOSE_INGEST_BATCH_MS="20", **env)
+    return subprocess.Popen([*CLI, "ingest", "--url", url, "--cursor", "1"], env=environment,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def numbered_events(n: int, start_us: int = 1_779_719_000_000_000) -> list[bytes]:
+    """`n` distinct like events, 1 ms apart."""
+    like = orjson.loads(GOLDEN_LINES[0])
+    out = []
+    for i in range(n):
+        like["time_us"] = start_us + i * 1000
+        like["commit"]["rkey"] = f"k{i:08d}"
+        out.append(orjson.dumps(like))
+    return out
+
+
+def stream_events(server: RedisServer) -> list[bytes]:
+    return [fields[EVENT_FIELD] for _, fields in server.client().xrange("firehose:events")]
+
+
+def test_bad_frames_go_to_the_dead_letter_stream(redis_server: RedisServer, tmp_path: Path) -> None:
+    bad = [b"{not json", b"[]", b'{"did":"did:plc:x","time_us":5,"kind":"gossip"}',
+           b'{"did":"did:plc:x","kind":"identity"}', b'{"did":"did:plc:x","time_us":1,"kind":"identity","pad":"'
+           + b"x" * 5000 + b'"}']
+    frames = [*GOLDEN_LINES[:5], *bad, *GOLDEN_LINES[5:]]
+    with ScriptedFeed(frames) as feed:
+        proc = start_ingester(redis_server.url, tmp_path, feed.url, FIREHOSE_MAX_FRAME_BYTES="4000")
+        try:
+            client = redis_server.client()
+            wait_until(lambda: client.xlen("firehose:events") == 10 and client.xlen("firehose:deadletter") == 5,
+                       what="10 events and 5 dead letters")
+        finally:
+            stop_process(proc)
+    assert stream_events(redis_server) == GOLDEN_LINES
+    reasons = [fields[b"reason"] for _, fields in client.xrange("firehose:deadletter")]
+    assert reasons == [b"invalid_json", b"not_an_object", b"unknown_kind", b"bad_time_us", b"oversized"]
+    assert proc.returncode == 0  # SIGTERM: a clean stop
+
+
+def test_cursor_is_stored_and_a_restart_rewinds_without_doubling(redis_server: RedisServer, tmp_path: Path) -> None:
+    events = numbered_events(20_000)  # 20 s of event time
+    with ScriptedFeed(events) as feed:
+        proc = start_ingester(redis_server.url, tmp_path, feed.url)
+        client = redis_server.client()
+        try:
+            wait_until(lambda: client.xlen("firehose:events") == 20_000, what="all events buffered")
+        finally:
+            stop_process(proc)
+        stored = int(client.hget("firehose:cursor", "time_us"))
+        assert stored == orjson.loads(events[-1])["time_us"]
+        proc = start_ingester(redis_server.url, tmp_path, feed.url)
+        try:
+            wait_until(lambda: len(feed.queries) == 2, what="the second connection")
+            time.sleep(1.0)
+        finally:
+            stop_process(proc)
+    assert int(feed.queries[1]["cursor"][0]) == stored - 5_000_000
+    assert stream_events(redis_server) == events  # the 5 s replayed were recognised, not appended again
+
+
+@pytest.mark.parametrize("failpoint", ["ingest.after_append:3", "ingest.before_append:5"])
+def test_kill_9_of_the_ingester_loses_and_doubles_nothing(redis_server: RedisServer, tmp_path: Path,
+                                                          failpoint: str) -> None:
+    events = numbered_events(30_000)
+    with ScriptedFeed(events) as feed:
+        crashed = start_ingester(redis_server.url, tmp_path, feed.url, FIREHOSE_FAILPOINT=failpoint,
+                                 FIREHOSE_INGEST_BATCH="1000")
+        assert crashed.wait(30) == -9
+        client = redis_server.client()
+        assert client.xlen("firehose:events") < 30_000
+        proc = start_ingester(redis_server.url, tmp_path, feed.url)
+        try:
+            wait_until(lambda: client.xlen("firehose:events") >= 30_000, what="all events buffered")
+            time.sleep(0.5)
+        finally:
+            stop_process(proc)
+    assert stream_events(redis_server) == events
+
+
+def test_overload_pauses_reading_and_drops_nothing(tmp_path: Path) -> None:
+    server = start_redis(tmp_path / "redis", "--maxmemory", "3mb", "--maxmemory-policy", "noeviction")
+    events = numbered_events(30_000)  # ~15 MB of JSON: far past maxmemory
+    try:
+        with ScriptedFeed(events) as feed:
+            proc = start_ingester(server.url, tmp_path, feed.url)
+            client = server.client()
+            try:
+                wait_until(lambda: client.xlen("firehose:events") > 0, what="the first writes")
+                time.sleep(3)
+                partial = client.xlen("firehose:events")
+                assert 0 < partial < 30_000  # stopped at the memory limit, still running
+                assert proc.poll() is None
+                client.config_set("maxmemory", "0")
+                wait_until(lambda: client.xlen("firehose:events") >= 30_000, timeout=60, what="the rest")
+                time.sleep(0.5)
+            finally:
+                stop_process(proc)
+        assert stream_events(server) == events
+    finally:
+        stop_process(server.proc)
+
+
+def test_ingester_survives_the_feed_going_away(redis_server: RedisServer, tmp_path: Path) -> None:
+    events = numbered_events(100)
+    feed = ScriptedFeed(events)
+    with feed:
+        proc = start_ingester(redis_server.url, tmp_path, feed.url)
+        client = redis_server.client()
+        wait_until(lambda: client.xlen("firehose:events") == 100, what="first events")
+    time.sleep(1.5)  # the feed is gone: the ingester retries with backoff
+    assert proc.poll() is None
+    revived = ScriptedFeed([*events, *numbered_events(50, start_us=1_779_719_100_000_000)])
+    revived.port = feed.port
+    with revived:
+        try:
+            wait_until(lambda: client.xlen("firehose:events") == 150, what="events after reconnecting")
+        finally:
+            stop_process(proc)
+    assert len(set(stream_events(redis_server))) == 150
