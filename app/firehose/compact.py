@@ -134,7 +134,7 @@ class Compactor:
                 con.execute(
                     f"COPY (SELECT {columns} FROM {source} ORDER BY {order} "
                     f"LIMIT {self.target_rows} OFFSET {i * self.target_rows}) TO '{path}' "
-                    f"(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL {self.settings.parquet_zstd_level}, "
+                    f"(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL {self.settings.compact_zstd_level}, "
                     f"ROW_GROUP_SIZE {max(self.settings.parquet_row_group, 1_000_000)})",
                     {"files": [str(f) for f in files]},
                 )

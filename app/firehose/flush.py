@@ -16,11 +16,13 @@ writer lock, so they never interleave.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,7 @@ from firehose import storage
 from firehose.buffer import Buffer, Entry, id_ms, id_tuple
 from firehose.config import Settings
 from firehose.faults import Failpoints
-from firehose.schema import TABLE_NAMES, event_key, partition_date, records_row, route, to_arrow
+from firehose.schema import TABLE_NAMES, TableBatch, event_key
 
 log = logging.getLogger("firehose.flush")
 
@@ -77,17 +79,39 @@ def file_name(first: bytes, last: bytes) -> str:
 def build_tables(entries: Sequence[Entry]) -> tuple[dict[tuple[str, str], pa.Table], int, int]:
     """Turn stream entries into Arrow tables keyed by (table, date); return them, duplicates and raw bytes.
 
-    Events are de-duplicated by `event_key` (first one wins) and sorted by time_us within each file.
+    Events are de-duplicated by `event_key` (first one wins) and sorted by time_us within each file; an entry
+    that is not JSON, or has no usable time_us, is dated by its stream id.
     """
-    rows: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    with paused_gc():
+        return _build_tables(entries)
+
+
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building many small objects (none of them form cycles).
+
+    Without this, building a 200k-event batch spends about a third of its time in collections.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _build_tables(entries: Sequence[Entry]) -> tuple[dict[tuple[str, str], pa.Table], int, int]:
+    batch = TableBatch()
     seen: set[tuple[Any, ...]] = set()
     duplicates = 0
     raw_bytes = 0
+    loads, decode_error = orjson.loads, orjson.JSONDecodeError
     for entry_id, raw in entries:
         raw_bytes += len(raw)
         try:
-            event = orjson.loads(raw)
-        except orjson.JSONDecodeError:
+            event = loads(raw)
+        except decode_error:
             event = None
         if isinstance(event, dict):
             key = event_key(event)
@@ -95,17 +119,8 @@ def build_tables(entries: Sequence[Entry]) -> tuple[dict[tuple[str, str], pa.Tab
                 duplicates += 1
                 continue
             seen.add(key)
-            table, row = route(event, raw)
-        else:
-            table, row = "records", records_row({}, raw)
-        time_us = row.get("time_us")
-        date = partition_date(time_us if isinstance(time_us, int) else id_ms(entry_id) * 1000)
-        rows[(table, date)].append(row)
-    tables = {}
-    for (table, date), table_rows in rows.items():
-        table_rows.sort(key=lambda r: r.get("time_us") or 0)
-        tables[(table, date)] = to_arrow(table, table_rows)
-    return tables, duplicates, raw_bytes
+        batch.add(event, raw, id_ms(entry_id) * 1000)
+    return batch.tables(), duplicates, raw_bytes
 
 
 class Flusher:

@@ -146,3 +146,26 @@ def test_docs_describe_every_table_and_column() -> None:
         assert heading is not None, f"docs/schema.md has no section for {table.name}"
         for column in table.schema.names:
             assert f"| `{column}` |" in doc or column in common, f"{table.name}.{column} is not documented"
+
+
+def test_fast_paths_of_the_batch_agree_with_route() -> None:
+    lines = [line for line in GOLDEN.read_bytes().splitlines()]
+    variants = []
+    for raw, event in golden():
+        variants.append((raw, event))
+        if event.get("kind") == "commit" and "record" in event["commit"]:
+            odd = orjson.loads(raw)
+            odd["commit"]["record"]["extra"] = 1  # a field without a column: takes the general path
+            variants.append((orjson.dumps(odd), odd))
+    batch = schema.TableBatch()
+    expected: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for raw, event in variants:
+        table, row = schema.route(event, raw)
+        assert batch.add(orjson.loads(raw), raw, 0) == table
+        expected.setdefault((table, schema.partition_date(row["time_us"])), []).append(row)
+    built = batch.tables()
+    assert set(built) == set(expected)
+    for key, rows in expected.items():
+        want = schema.to_arrow(key[0], sorted(rows, key=lambda r: r["time_us"]))
+        assert built[key].equals(want), key
+    assert len(lines) == 10
