@@ -22,6 +22,16 @@ from firehose.config import Settings
 
 EVENT_FIELD = b"e"
 
+# KEYS: stream, cursor hash. ARGV: cursor time_us, now_us, event JSON... Returns {last id, stream length}.
+APPEND_SCRIPT = """
+local last = false
+for i = 3, #ARGV do
+  last = redis.call('XADD', KEYS[1], '*', 'e', ARGV[i])
+end
+redis.call('HSET', KEYS[2], 'time_us', ARGV[1], 'updated_us', ARGV[2])
+return {last, redis.call('XLEN', KEYS[1])}
+"""
+
 Entry = tuple[bytes, bytes]  # (stream entry id, event JSON)
 
 
@@ -40,6 +50,7 @@ class Buffer:
         self.deadletter_maxlen = settings.deadletter_maxlen
         self.group = settings.flush_group
         self.inflight_key = f"{settings.stream_key}:flush"
+        self._append_script = client.register_script(APPEND_SCRIPT)
 
     @classmethod
     def connect(cls, settings: Settings) -> Buffer:
@@ -50,25 +61,22 @@ class Buffer:
 
     # -- ingest side -------------------------------------------------------------------------------------------
 
-    def append(self, events: Sequence[bytes], cursor_time_us: int) -> bytes:
-        """Append `events` and move the cursor to `cursor_time_us`, atomically; return the last entry id.
+    def append(self, events: Sequence[bytes], cursor_time_us: int) -> tuple[bytes, int]:
+        """Append `events` and move the cursor to `cursor_time_us`, atomically; return (last id, stream length).
 
+        One Lua call per batch: atomic like MULTI/EXEC, and far cheaper for the client than one XADD each.
         Raises Backpressure when Redis refuses the write for lack of memory; nothing is then written.
         """
-        pipe = self.client.pipeline(transaction=True)
-        for raw in events:
-            pipe.xadd(self.stream, {EVENT_FIELD: raw})
-        pipe.hset(self.cursor_key, mapping={"time_us": cursor_time_us, "updated_us": time.time_ns() // 1000})
         try:
-            results = pipe.execute()
-        except (redis.ResponseError, redis.exceptions.ExecAbortError) as exc:
-            if _is_oom(exc) or isinstance(exc, redis.exceptions.ExecAbortError):
+            last_id, length = self._append_script(
+                keys=[self.stream, self.cursor_key],
+                args=[cursor_time_us, time.time_ns() // 1000, *events],
+            )
+        except redis.ResponseError as exc:
+            if _is_oom(exc):
                 raise Backpressure(str(exc)) from exc
             raise
-        for result in results:
-            if isinstance(result, redis.ResponseError):
-                raise Backpressure(str(result)) if _is_oom(result) else result
-        return results[len(events) - 1] if events else b""
+        return last_id or b"", int(length)
 
     def cursor(self) -> int | None:
         """The stored resume cursor (the newest `time_us` stored), or None before the first event."""

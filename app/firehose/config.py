@@ -93,7 +93,12 @@ class Settings:
         120.0,
         "Flushed entries newer than this (relative to the newest entry) stay for the ingester's replay dedupe.",
     )
-    parquet_zstd_level: int = _setting("FIREHOSE_PARQUET_ZSTD_LEVEL", 9, "zstd level of Parquet files.")
+    parquet_zstd_level: int = _setting(
+        "FIREHOSE_PARQUET_ZSTD_LEVEL", 3, "zstd level of the flush's Parquet files (fast; compaction recompresses)."
+    )
+    compact_zstd_level: int = _setting(
+        "FIREHOSE_COMPACT_ZSTD_LEVEL", 9, "zstd level of compacted files (9: ~5% smaller than 3, still fast)."
+    )
     parquet_row_group: int = _setting("FIREHOSE_PARQUET_ROW_GROUP", 262_144, "Rows per Parquet row group.")
     flush_metrics_file: Path | None = _setting(
         "FIREHOSE_FLUSH_METRICS_FILE",
@@ -117,9 +122,31 @@ class Settings:
     api_cursor_secret: str = _setting(
         "FIREHOSE_API_CURSOR_SECRET", "", "HMAC key for page cursors; empty = random per start (set it for >1 host)."
     )
-    plc_url: str = _setting("FIREHOSE_PLC_URL", "https://plc.directory", "PLC directory for DID -> handle; empty = off.")
+    plc_url: str = _setting(
+        "FIREHOSE_PLC_URL", "https://plc.directory", "PLC directory for DID -> handle; empty = off."
+    )
     plc_timeout: float = _setting("FIREHOSE_PLC_TIMEOUT", 2.0, "Seconds to wait for the PLC directory.")
     handle_cache_size: int = _setting("FIREHOSE_HANDLE_CACHE_SIZE", 100_000, "DID -> handle entries cached per worker.")
+    handle_cache_seconds: float = _setting(
+        "FIREHOSE_HANDLE_CACHE_SECONDS", 3600.0, "How long a learned handle (or a miss) is trusted before a re-check."
+    )
+    api_bind: str = _setting("FIREHOSE_API_BIND", "127.0.0.1:8080", "host:port the API (Gunicorn) listens on.")
+    api_workers: int = _setting("FIREHOSE_API_WORKERS", 0, "Gunicorn worker processes; 0 = one per core, at least 2.")
+    api_threads: int = _setting("FIREHOSE_API_THREADS", 4, "Threads per Gunicorn worker (gthread; long exports).")
+    api_export_timeout: float = _setting(
+        "FIREHOSE_API_EXPORT_TIMEOUT", 600.0, "Seconds one /export may stream before it is cut off."
+    )
+    api_cors_origin: str = _setting(
+        "FIREHOSE_API_CORS_ORIGIN", "*", "Access-Control-Allow-Origin sent with every response; empty = none."
+    )
+    api_metrics_dir: Path | None = _setting(
+        "FIREHOSE_API_METRICS_DIR", None, "prometheus multiprocess directory (emptied at start); unset = a temp dir."
+    )
+
+    # Testing
+    failpoint: str = _setting(
+        "FIREHOSE_FAILPOINT", "", "Testing only: SIGKILL this process at the named point (see firehose.faults)."
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -151,8 +178,9 @@ class Settings:
                 raise ConfigError(f"FIREHOSE_JETSTREAM_URLS: {url!r} is not a ws:// or wss:// URL")
         if self.api_query_timeout <= 0 or self.rewind_seconds < 0:
             raise ConfigError("FIREHOSE_API_QUERY_TIMEOUT must be > 0 and FIREHOSE_REWIND_SECONDS >= 0")
-        if not 1 <= self.parquet_zstd_level <= 22:
-            raise ConfigError("FIREHOSE_PARQUET_ZSTD_LEVEL must be between 1 and 22")
+        for name in ("parquet_zstd_level", "compact_zstd_level"):
+            if not 1 <= getattr(self, name) <= 22:
+                raise ConfigError(f"{_env_of(name)} must be between 1 and 22")
 
 
 def _env_of(field_name: str) -> str:

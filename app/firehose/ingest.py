@@ -359,7 +359,7 @@ class Ingester:
             while True:
                 try:
                     self.faults.reached("ingest.before_append")
-                    self.buffer.append(raws, cursor)
+                    _, length = self.buffer.append(raws, cursor)
                     self.faults.reached("ingest.after_append")
                     break
                 except (Backpressure, redis.RedisError) as exc:
@@ -374,7 +374,9 @@ class Ingester:
             self.metrics.count_batch(batch)
             self.metrics.cursor.set(cursor)
             self.metrics.lag.set(max(0.0, time.time() - cursor / 1_000_000))
-            await self._respect_high_water()
+            self.metrics.stream_length.set(length)
+            if length >= self.settings.high_water:
+                await self._respect_high_water()
 
     async def _respect_high_water(self) -> None:
         """Pause (holding the write lock, so reading stops) while the stream is past its high-water mark."""

@@ -1,0 +1,521 @@
+"""The HTTP API: a Bottle WSGI app served by Gunicorn (`gunicorn -c python:firehose.gunicorn_conf
+'firehose.api:create_app()'`).
+
+Endpoints: `GET /search`, `GET /export` (CSV), `GET /health`, `GET /metrics`, `GET /stats`, `GET /openapi.json`.
+Everything the app needs per worker lives in the `Api` object `create_app` builds; DuckDB, Redis and the PLC pool
+are opened on first use, so after Gunicorn forks. Every error is JSON `{"error": {"parameter", "message"}}`;
+no input produces a 500 (an unexpected failure is logged and answered with a JSON 500 all the same).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import secrets
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import bottle
+import orjson
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import redis
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+from firehose.config import ConfigError, Settings
+from firehose.handles import HandleBook, PlcResolver
+from firehose.query import (
+    EXPORT_COLUMNS,
+    PARAMETERS,
+    SORTS,
+    BadParameter,
+    CursorCodec,
+    Filters,
+    QueryTimeout,
+    Searcher,
+    SearchQuery,
+    parse_search,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_QUERY_PARAMETERS = 64
+MAX_QUERY_STRING = 16_384
+PLC_WAIT_SECONDS = 0.5
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0)
+JSON_TYPE = "application/json"
+ENDPOINTS = ("/search", "/export", "/health", "/metrics", "/stats", "/openapi.json")
+
+
+class Metrics:
+    """The API's Prometheus metrics. Under Gunicorn (PROMETHEUS_MULTIPROC_DIR set) values go to the shared
+    multiprocess directory and /metrics aggregates every worker; otherwise they live in this app's own registry."""
+
+    def __init__(self) -> None:
+        self.multiprocess = "PROMETHEUS_MULTIPROC_DIR" in os.environ
+        self.registry = None if self.multiprocess else CollectorRegistry()
+        reg = self.registry
+        self.requests = Counter("firehose_api_requests", "HTTP requests by endpoint and status.",
+                                ["endpoint", "status"], registry=reg)
+        self.latency = Histogram("firehose_api_request_seconds", "Time to produce a response (for /export: the "
+                                 "first rows), by endpoint and status.", ["endpoint", "status"],
+                                 buckets=LATENCY_BUCKETS, registry=reg)
+        self.query_errors = Counter("firehose_api_query_errors", "Failed queries by endpoint and kind "
+                                    "(timeout, internal).", ["endpoint", "kind"], registry=reg)
+        self.export_rows = Counter("firehose_api_export_rows", "Rows streamed by /export.", registry=reg)
+
+    def render(self) -> bytes:
+        """The exposition text of all workers' metrics (multiprocess) or this app's."""
+        if self.multiprocess:
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self.registry)
+
+
+def check_api_settings(settings: Settings) -> None:
+    """Reject API settings the app cannot work with, naming the variable."""
+    if settings.api_workers < 0 or settings.api_threads < 1:
+        raise ConfigError("FIREHOSE_API_WORKERS must be >= 0 (0 = auto) and FIREHOSE_API_THREADS >= 1")
+    if settings.api_export_timeout <= 0 or settings.plc_timeout <= 0 or settings.handle_cache_seconds < 0:
+        raise ConfigError("FIREHOSE_API_EXPORT_TIMEOUT and FIREHOSE_PLC_TIMEOUT must be > 0, "
+                          "FIREHOSE_HANDLE_CACHE_SECONDS >= 0")
+    if settings.api_max_results < settings.api_page_size:
+        raise ConfigError("FIREHOSE_API_MAX_RESULTS must be at least FIREHOSE_API_PAGE_SIZE")
+    if ":" not in settings.api_bind:
+        raise ConfigError(f"FIREHOSE_API_BIND={settings.api_bind!r} must be host:port (e.g. 127.0.0.1:8080)")
+
+
+def query_pairs(environ: dict[str, Any]) -> list[tuple[str, str]]:
+    """The query string as (name, value) pairs, percent-decoded as strict UTF-8 ('+' is a space)."""
+    raw = environ.get("QUERY_STRING", "") or ""
+    if len(raw) > MAX_QUERY_STRING:
+        raise BadParameter("query", f"the query string is longer than {MAX_QUERY_STRING} characters")
+    try:
+        data = raw.encode("latin-1")  # PEP 3333: the request's bytes, as latin-1
+    except UnicodeEncodeError:
+        data = raw.encode("utf-8", "surrogateescape")
+    pairs: list[tuple[str, str]] = []
+    for part in data.split(b"&"):
+        if not part:
+            continue
+        if len(pairs) >= MAX_QUERY_PARAMETERS:
+            raise BadParameter("query", f"more than {MAX_QUERY_PARAMETERS} parameters")
+        name_b, _, value_b = part.partition(b"=")
+        name = _decode(name_b, "query")
+        pairs.append((name, _decode(value_b, name)))
+    return pairs
+
+
+def _decode(raw: bytes, parameter: str) -> str:
+    try:
+        return urllib.parse.unquote_to_bytes(raw.replace(b"+", b" ")).decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadParameter(parameter[:64], "is not valid UTF-8 after percent-decoding; encode text as UTF-8") from None
+
+
+def _iso_now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Api:
+    """Per-worker state and the endpoint implementations."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.searcher = Searcher(settings)
+        plc = PlcResolver(settings.plc_url, settings.plc_timeout)
+        self.book = HandleBook(self.searcher.identity_handles, self.searcher.identity_did, plc,
+                               settings.handle_cache_size, settings.handle_cache_seconds)
+        secret = settings.api_cursor_secret.encode() if settings.api_cursor_secret else secrets.token_bytes(32)
+        self.cursors = CursorCodec(secret)
+        self.metrics = Metrics()
+        self._redis: redis.Redis | None = None
+        self._redis_pid = 0
+        self._lock = threading.Lock()
+
+    # --- plumbing
+
+    def headers(self, content_type: str = JSON_TYPE) -> dict[str, str]:
+        """Headers every response carries (content type, CORS, no caching of live data)."""
+        headers = {"Content-Type": content_type, "Cache-Control": "no-store"}
+        if self.settings.api_cors_origin:
+            headers["Access-Control-Allow-Origin"] = self.settings.api_cors_origin
+            headers["Access-Control-Expose-Headers"] = "Content-Disposition"
+        return headers
+
+    def json(self, body: Any, status: int = 200) -> bottle.HTTPResponse:
+        """A JSON response."""
+        return bottle.HTTPResponse(orjson.dumps(body), status, self.headers())
+
+    def error(self, status: int, parameter: str | None, message: str) -> bottle.HTTPResponse:
+        """The error shape every failure uses."""
+        return self.json({"error": {"parameter": parameter, "message": message}}, status)
+
+    def endpoint(self, name: str, handler: Callable[[], bottle.HTTPResponse]) -> Callable[[], bottle.HTTPResponse]:
+        """Wrap `handler`: error mapping (400/504/500 JSON) and request metrics."""
+
+        def wrapped() -> bottle.HTTPResponse:
+            started = time.perf_counter()
+            try:
+                resp = handler()
+            except BadParameter as exc:
+                resp = self.error(400, exc.parameter, exc.message)
+            except QueryTimeout as exc:
+                self.metrics.query_errors.labels(name, "timeout").inc()
+                resp = self.error(504, None, f"{exc}; narrow the search (fewer days, an author, more words) "
+                                  "and try again")
+            except Exception:
+                log.exception("%s failed", name)
+                self.metrics.query_errors.labels(name, "internal").inc()
+                resp = self.error(500, None, "internal error; it has been logged. Try again, or report it with "
+                                  "the request URL")
+            self.observe(name, resp.status_code, time.perf_counter() - started)
+            return resp
+
+        return wrapped
+
+    def observe(self, endpoint: str, status: int, seconds: float) -> None:
+        """Count one request."""
+        self.metrics.requests.labels(endpoint, str(status)).inc()
+        self.metrics.latency.labels(endpoint, str(status)).observe(seconds)
+
+    def redis(self) -> redis.Redis:
+        """This process's Redis client (created after fork)."""
+        with self._lock:
+            if self._redis is None or self._redis_pid != os.getpid():
+                self._redis = redis.Redis.from_url(self.settings.redis_url, socket_timeout=1.0,
+                                                   socket_connect_timeout=1.0)
+                self._redis_pid = os.getpid()
+            return self._redis
+
+    # --- search and export
+
+    def filters(self, query: SearchQuery) -> tuple[Filters | None, list[str]]:
+        """The SQL filters for `query` (handles resolved to DIDs), or None when nothing can match, and warnings."""
+        warnings: list[str] = []
+        author_did = mentions_did = None
+        if query.author:
+            author_did = self.book.did_for(query.author)
+            if author_did is None:
+                warnings.append(f"username {query.author!r} is not known to this archive (no identity event seen); "
+                                "search by DID (did:plc:...) instead")
+        if query.mentions:
+            mentions_did = self.book.did_for(query.mentions)
+            if mentions_did is None:
+                warnings.append(f"mentions {query.mentions!r} is not known to this archive; use the DID instead")
+        if warnings:
+            return None, warnings
+        needles = self.searcher.lowercase([query.text] if query.exact and query.text else list(query.words))
+        tags = self.searcher.lowercase(list(query.tags))
+        return Filters(needles=needles, author_did=author_did, since_us=query.since_us, until_us=query.until_us,
+                       lang=query.lang, mentions_did=mentions_did, domain=query.domain, url=query.url,
+                       tags=tags, sort=query.sort), warnings
+
+    def search(self) -> bottle.HTTPResponse:
+        """GET /search."""
+        started = time.perf_counter()
+        query = parse_search(query_pairs(bottle.request.environ), self.settings)
+        fingerprint = query.fingerprint()
+        position = self.cursors.decode(query.cursor, fingerprint) if query.cursor else None
+        filters, warnings = self.filters(query)
+        cap = self.settings.api_max_results
+        if filters is None or (position and position.served >= cap):
+            rows, next_position = [], None
+        else:
+            page = self.searcher.search(filters, query.limit, position, cap=cap)
+            rows, next_position = page.rows, page.next_position
+        handles = self.book.handles([r["did"] for r in rows], plc_deadline=time.monotonic() + min(
+            self.settings.plc_timeout, PLC_WAIT_SECONDS))
+        results = [{"timestamp": r["timestamp"], "username": handles.get(r["did"], r["did"]), **r} for r in rows]
+        meta: dict[str, Any] = {
+            "count": len(results),
+            "cursor": self.cursors.encode(next_position, fingerprint) if next_position else None,
+            "limit": query.limit,
+            "served": (position.served if position else 0) + len(results),
+            "total_cap": cap,
+            "query": query.echo(),
+            "took_ms": round((time.perf_counter() - started) * 1000, 1),
+        }
+        if warnings:
+            meta["warnings"] = warnings
+        return self.json({"results": results, "meta": meta})
+
+    def export(self) -> bottle.HTTPResponse:
+        """GET /export: CSV streamed in record batches; the first batch is read before the response starts."""
+        query = parse_search(query_pairs(bottle.request.environ), self.settings, export=True)
+        filters, _ = self.filters(query)
+        batches: Iterator[pa.RecordBatch] = iter(())
+        if filters is not None:
+            batches = self.searcher.export(filters, query.limit)
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+        headers = self.headers("text/csv; charset=utf-8")
+        headers["Content-Disposition"] = f'attachment; filename="bluesky-posts-{stamp}.csv"'
+        return bottle.HTTPResponse(self._csv(batches), 200, headers)
+
+    def _csv(self, batches: Iterator[pa.RecordBatch]) -> Iterator[bytes]:
+        """CSV bytes: a header row, then each batch written by pyarrow (quoted where needed)."""
+        yield (",".join(EXPORT_COLUMNS) + "\n").encode()
+        options = pacsv.WriteOptions(include_header=False, quoting_style="needed")
+        try:
+            for batch in batches:
+                dids = batch.column("did").to_pylist()
+                handles = self.book.handles(dids)
+                usernames = pa.array([handles.get(d, d) for d in dids], pa.string())
+                columns = {name: batch.column(name) for name in EXPORT_COLUMNS if name != "username"}
+                columns["username"] = usernames
+                table = pa.table([columns[name] for name in EXPORT_COLUMNS], names=list(EXPORT_COLUMNS))
+                sink = pa.BufferOutputStream()
+                pacsv.write_csv(table, sink, options)
+                self.metrics.export_rows.inc(table.num_rows)
+                yield sink.getvalue().to_pybytes()
+        except Exception:
+            log.exception("export stream failed after the response started; the CSV is truncated")
+            self.metrics.query_errors.labels("/export", "internal").inc()
+        finally:
+            close = getattr(batches, "close", None)
+            if close:
+                close()
+
+    # --- operations
+
+    def health(self) -> bottle.HTTPResponse:
+        """GET /health: 200 when Redis answers, the data directory exists and the newest event is fresh; else 503."""
+        _no_parameters()
+        checks: dict[str, dict[str, Any]] = {}
+        started = time.perf_counter()
+        try:
+            self.redis().ping()
+            checks["redis"] = {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 1)}
+        except (redis.RedisError, OSError) as exc:
+            checks["redis"] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
+        data_dir = Path(self.settings.data_dir)
+        checks["data_dir"] = {"ok": data_dir.is_dir(), "path": str(data_dir)}
+        newest = self.searcher.newest_time_us() if data_dir.is_dir() else None
+        fresh: dict[str, Any] = {"ok": False, "newest_event_age_s": None, "max_age_s": self.settings.api_fresh_seconds}
+        if newest is not None:
+            age = time.time() - newest / 1_000_000
+            fresh.update(ok=age <= self.settings.api_fresh_seconds, newest_event_age_s=round(age, 1),
+                         newest_event=dt.datetime.fromtimestamp(newest / 1e6, dt.UTC).isoformat())
+        checks["freshness"] = fresh
+        ok = all(c["ok"] for c in checks.values())
+        return self.json({"status": "ok" if ok else "fail", "checks": checks, "time": _iso_now()}, 200 if ok else 503)
+
+    def metrics_endpoint(self) -> bottle.HTTPResponse:
+        """GET /metrics (Prometheus text format)."""
+        _no_parameters()
+        return bottle.HTTPResponse(self.metrics.render(), 200, self.headers(CONTENT_TYPE_LATEST))
+
+    def stats(self) -> bottle.HTTPResponse:
+        """GET /stats: rows, files and bytes per table per day."""
+        _no_parameters()
+        return self.json({**self.searcher.stats(), "time": _iso_now()})
+
+    def openapi(self) -> bottle.HTTPResponse:
+        """GET /openapi.json."""
+        _no_parameters()
+        return self.json(openapi_document(self.settings))
+
+
+def _no_parameters() -> None:
+    pairs = query_pairs(bottle.request.environ)
+    if pairs:
+        raise BadParameter(pairs[0][0][:64], "unknown parameter; this endpoint takes none")
+
+
+def create_app(settings: Settings | None = None) -> bottle.Bottle:
+    """The WSGI app. Reads `Settings.from_env()` when no settings are given. Opens nothing: DuckDB, Redis and
+    the PLC pool are created on first use in each worker process."""
+    settings = settings or Settings.from_env()
+    check_api_settings(settings)
+    api = Api(settings)
+    app = bottle.Bottle()
+    app.config["catchall"] = True
+    app.config["firehose.api"] = api
+    routes: dict[str, tuple[str, Callable[[], bottle.HTTPResponse]]] = {
+        "/search": ("search", api.search),
+        "/export": ("export", api.export),
+        "/health": ("health", api.health),
+        "/metrics": ("metrics", api.metrics_endpoint),
+        "/stats": ("stats", api.stats),
+        "/openapi.json": ("openapi", api.openapi),
+    }
+    for path, (name, handler) in routes.items():
+        app.route(path, "GET", api.endpoint(path, handler), name=name)
+
+    def not_found(err: bottle.HTTPError) -> bytes:
+        return _error_page(api, err, 404, None, f"no such endpoint; try one of {', '.join(ENDPOINTS)}")
+
+    def not_allowed(err: bottle.HTTPError) -> bytes:
+        return _error_page(api, err, 405, None, "method not allowed; every endpoint answers GET (and HEAD)")
+
+    def internal(err: bottle.HTTPError) -> bytes:
+        if err.exception is not None:
+            log.error("unhandled error: %r\n%s", err.exception, err.traceback)
+        return _error_page(api, err, 500, None, "internal error; it has been logged")
+
+    def bad_request(err: bottle.HTTPError) -> bytes:
+        return _error_page(api, err, 400, None, "the request is malformed")
+
+    app.error_handler.update({404: not_found, 405: not_allowed, 500: internal, 400: bad_request})
+    return app
+
+
+def _error_page(api: Api, err: bottle.HTTPError, status: int, parameter: str | None, message: str) -> bytes:
+    """JSON body for errors Bottle raises itself (no route, wrong method, failures outside the handlers)."""
+    for key, value in api.headers().items():
+        bottle.response.set_header(key, value)
+    api.observe("unmatched" if status in (404, 405) else "error", status, 0.0)
+    return orjson.dumps({"error": {"parameter": parameter, "message": message}})
+
+
+# ---------------------------------------------------------------------------------------------- OpenAPI
+
+
+def _param(name: str, schema: dict[str, Any], description: str, *, repeat: bool = False) -> dict[str, Any]:
+    param: dict[str, Any] = {"name": name, "in": "query", "required": False, "description": description}
+    if repeat:
+        param.update(schema={"type": "array", "items": schema}, style="form", explode=True)
+    else:
+        param["schema"] = schema
+    return param
+
+
+def filter_parameters(settings: Settings, *, export: bool) -> list[dict[str, Any]]:
+    """OpenAPI parameter objects of /search (export=False) or /export."""
+    text = {"type": "string", "maxLength": settings.api_max_text_length}
+    ident = {"type": "string", "maxLength": 2048, "examples": ["alice.bsky.social", "did:plc:abc123"]}
+    when = {"type": "string", "examples": ["2024-05-01", "2024-05-01T13:45:00Z"]}
+    max_limit = settings.api_export_max_rows if export else settings.api_page_size
+    boolean = {"type": "string", "enum": ["true", "false", "1", "0", "yes", "no"], "default": "false"}
+    params = [
+        _param("text", text, "Words that must all occur (case-insensitive substring, any script); with exact=true the "
+               "whole phrase. %, _ and \\ are literal. Alias: q."),
+        _param("q", text, "Alias of text."),
+        _param("username", ident, "Author handle or DID. Alias: author."),
+        _param("author", ident, "Alias of username."),
+        _param("start", when, "Earliest event time (inclusive): ISO date (start of day, UTC) or datetime. "
+               "Alias: since."),
+        _param("since", when, "Alias of start."),
+        _param("end", when, "Latest event time (exclusive): a datetime, or a date meaning the end of that day (UTC). "
+               "Alias: until."),
+        _param("until", when, "Alias of end."),
+        _param("exact", boolean, "Match text as one phrase instead of all words."),
+        _param("lang", {"type": "string", "pattern": "^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$"},
+               "Language code; matches the post's langs exactly or as a prefix (en matches en-US)."),
+        _param("mentions", ident, "Posts that mention this handle or DID."),
+        _param("domain", {"type": "string", "maxLength": 253}, "Posts linking to this host or a subdomain of it."),
+        _param("url", {"type": "string", "maxLength": 2048}, "Posts with a link that starts with this URL."),
+        _param("tag", {"type": "string", "maxLength": 640}, "Hashtag (with or without #, case-insensitive); repeat "
+               "for several (all must match, at most 10).", repeat=True),
+        _param("sort", {"type": "string", "enum": list(SORTS), "default": "latest"},
+               "Order by event time: latest (newest first) or oldest. 'top' is not supported (400)."),
+        _param("limit", {"type": "integer", "minimum": 1, "maximum": max_limit, "default": max_limit},
+               "Rows per page." if not export else "Most rows in the file."),
+    ]
+    if not export:
+        params.append(_param("cursor", {"type": "string"}, "meta.cursor of the previous page (opaque, signed)."))
+    assert {p["name"] for p in params} == {n for n in PARAMETERS if not (export and n == "cursor")}
+    return params
+
+
+def openapi_document(settings: Settings) -> dict[str, Any]:
+    """The OpenAPI 3.1 description of every endpoint of `create_app`."""
+    error = {"$ref": "#/components/responses/Error"}
+    post_props = {
+        "timestamp": {"type": "string", "format": "date-time", "description": "Event time (time_us) in UTC."},
+        "username": {"type": "string", "description": "Author handle, or the DID when the handle is unknown."},
+        "text": {"type": ["string", "null"]},
+        "uri": {"type": "string"}, "did": {"type": "string"}, "cid": {"type": ["string", "null"]},
+        "time_us": {"type": "integer", "description": "Jetstream event time, unix microseconds."},
+        "created_at": {"type": ["string", "null"], "description": "createdAt as claimed by the client."},
+        "langs": {"type": ["array", "null"], "items": {"type": "string"}},
+        "reply_parent_uri": {"type": ["string", "null"]}, "reply_root_uri": {"type": ["string", "null"]},
+        "embed_type": {"type": ["string", "null"]}, "embed_uri": {"type": ["string", "null"]},
+        "mentions": {"type": ["array", "null"], "items": {"type": "string"}},
+        "links": {"type": ["array", "null"], "items": {"type": "string"}},
+        "tags": {"type": ["array", "null"], "items": {"type": "string"}},
+    }
+    check = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"],
+             "additionalProperties": True}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Bluesky firehose archive API", "version": "1.0.0",
+                 "description": "Search and export of archived Bluesky posts. Errors are JSON "
+                                "{\"error\": {\"parameter\", \"message\"}}."},
+        "paths": {
+            "/search": {"get": {
+                "summary": "Search posts, newest first, one page at a time",
+                "parameters": filter_parameters(settings, export=False),
+                "responses": {"200": {"description": "A page of results", "content": {JSON_TYPE: {"schema": {
+                    "$ref": "#/components/schemas/SearchResponse"}}}},
+                    "400": error, "404": error, "500": error, "504": error},
+            }},
+            "/export": {"get": {
+                "summary": "The same search as CSV (header row, then one row per post)",
+                "parameters": filter_parameters(settings, export=True),
+                "responses": {"200": {"description": "CSV attachment (Content-Disposition: attachment; "
+                                      "filename=\"bluesky-posts-<UTC time>.csv\"); lists are JSON arrays",
+                                      "content": {"text/csv": {"schema": {"type": "string"}}}},
+                              "400": error, "500": error, "504": error},
+            }},
+            "/health": {"get": {"summary": "Redis reachable, data directory present, newest event fresh", "responses": {
+                "200": {"description": "All checks pass", "content": {JSON_TYPE: {"schema": {
+                    "$ref": "#/components/schemas/Health"}}}},
+                "503": {"description": "A check fails", "content": {JSON_TYPE: {"schema": {
+                    "$ref": "#/components/schemas/Health"}}}}, "400": error}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics of all workers", "responses": {
+                "200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": {
+                    "type": "string"}}}}, "400": error}}},
+            "/stats": {"get": {"summary": "Rows, files and bytes per table per day (from Parquet footers)",
+                               "responses": {"200": {"description": "Table statistics", "content": {JSON_TYPE: {
+                                   "schema": {"$ref": "#/components/schemas/Stats"}}}}, "400": error}}},
+            "/openapi.json": {"get": {"summary": "This document", "responses": {
+                "200": {"description": "OpenAPI 3.1", "content": {JSON_TYPE: {"schema": {"type": "object"}}}},
+                "400": error}}},
+        },
+        "components": {
+            "responses": {"Error": {"description": "Invalid input (400), unknown path (404), method (405), query "
+                                    "past its time budget (504) or internal error (500)",
+                                    "content": {JSON_TYPE: {"schema": {"$ref": "#/components/schemas/Error"}}}}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+                    "type": "object", "required": ["parameter", "message"],
+                    "properties": {"parameter": {"type": ["string", "null"]}, "message": {"type": "string"}}}}},
+                "Post": {"type": "object", "properties": post_props,
+                         "required": ["timestamp", "username", "text", "uri", "did"]},
+                "SearchResponse": {"type": "object", "required": ["results", "meta"], "properties": {
+                    "results": {"type": "array", "items": {"$ref": "#/components/schemas/Post"}},
+                    "meta": {"type": "object", "required": ["count", "cursor", "limit", "total_cap", "query",
+                                                            "took_ms"], "properties": {
+                        "count": {"type": "integer"},
+                        "cursor": {"type": ["string", "null"], "description": "Pass as cursor for the next page; "
+                                   "null when there are no more results or the total cap is reached."},
+                        "limit": {"type": "integer"}, "served": {"type": "integer"},
+                        "total_cap": {"type": "integer", "const": settings.api_max_results},
+                        "query": {"type": "object", "description": "The normalised parameters."},
+                        "took_ms": {"type": "number"},
+                        "warnings": {"type": "array", "items": {"type": "string"}}}}}},
+                "Health": {"type": "object", "required": ["status", "checks"], "properties": {
+                    "status": {"type": "string", "enum": ["ok", "fail"]},
+                    "checks": {"type": "object", "properties": {
+                        "redis": check, "data_dir": check,
+                        "freshness": {**check, "properties": {"ok": {"type": "boolean"},
+                                                              "newest_event_age_s": {"type": ["number", "null"]}}}}},
+                    "time": {"type": "string"}}},
+                "Stats": {"type": "object", "properties": {"tables": {"type": "object", "additionalProperties": {
+                    "type": "object", "properties": {
+                        "rows": {"type": "integer"}, "bytes": {"type": "integer"},
+                        "days": {"type": "object", "additionalProperties": {"type": "object", "properties": {
+                            "rows": {"type": "integer"}, "files": {"type": "integer"},
+                            "bytes": {"type": "integer"}}}}}}}, "time": {"type": "string"}}},
+            },
+        },
+    }

@@ -1,0 +1,203 @@
+"""The API served by a real Gunicorn (2 gthread workers) over HTTP: every endpoint, CSV export, multiprocess
+metrics, health with Redis up and down, error shapes, and an OpenAPI document that lists every route."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from firehose.api import create_app
+from tests.conftest import RedisServer, free_port, start_redis, stop_process, wait_for_port
+from tests.unit.test_query import bulk_posts, post, settings_for, write_identity, write_posts
+
+GUNICORN = Path(sys.executable).parent / "gunicorn"
+NOW_US = int(time.time() * 1_000_000)
+
+
+@dataclass
+class Server:
+    """A running Gunicorn serving the API."""
+
+    base: str
+    proc: subprocess.Popen
+    log: Path
+
+    def get(self, path: str, **params: Any) -> tuple[int, dict[str, str], bytes]:
+        """GET path?params on a fresh connection: (status, lower-cased headers, body)."""
+        query = urllib.parse.urlencode(params, doseq=True)
+        return self.raw(path + ("?" + query if query else ""))
+
+    def raw(self, target: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+        request = urllib.request.Request(self.base + target, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as resp:
+                return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
+
+    def json(self, path: str, **params: Any) -> tuple[int, Any]:
+        status, _, body = self.get(path, **params)
+        return status, orjson.loads(body)
+
+
+def start_gunicorn(tmp: Path, data_dir: Path, redis_url: str, **env: str) -> Server:
+    """Start `gunicorn -c python:firehose.gunicorn_conf 'firehose.api:create_app()'` on a free port."""
+    port = free_port()
+    log = tmp / f"gunicorn-{port}.log"
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("FIREHOSE_", "PROMETHEUS_"))}
+    environ.update({
+        "FIREHOSE_DATA_DIR": str(data_dir), "FIREHOSE_REDIS_URL": redis_url,
+        "FIREHOSE_API_BIND": f"127.0.0.1:{port}", "FIREHOSE_API_WORKERS": "2", "FIREHOSE_PLC_URL": "",
+        "FIREHOSE_API_METRICS_DIR": str(tmp / f"metrics-{port}"), **env,
+    })
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(GUNICORN), "-c", "python:firehose.gunicorn_conf", "firehose.api:create_app()"],
+                                env=environ, cwd=tmp, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, timeout=20)
+    except TimeoutError:
+        stop_process(proc)
+        raise AssertionError(log.read_text()) from None
+    return Server(f"http://127.0.0.1:{port}", proc, log)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, RedisServer, Path]]:
+    tmp = tmp_path_factory.mktemp("api")
+    data = tmp / "data"
+    rows = [
+        post("Hello world", did="did:plc:alice", time_us=NOW_US - 3 * 86_400_000_000),
+        post("hello again world", did="did:plc:bob", time_us=NOW_US - 86_400_000_000, tags=["News"]),
+        post('a "quoted", multi\nline text', did="did:plc:carol", time_us=NOW_US - 60_000_000),
+        post("Привет мир 日本 🦋", did="did:plc:alice", time_us=NOW_US - 30_000_000, langs=["ru"]),
+    ]
+    write_posts(data, rows)
+    write_identity(data, [("did:plc:alice", "alice.test", NOW_US - 86_400_000_000)])
+    bulk_posts(data, "2024-01-01", 300, text="filler")
+    redis = start_redis(tmp / "redis")
+    server = start_gunicorn(tmp, data, redis.url)
+    try:
+        yield server, redis, data
+    finally:
+        stop_process(server.proc)
+        stop_process(redis.proc)
+
+
+def test_search(stack: tuple[Server, RedisServer, Path]) -> None:
+    server = stack[0]
+    status, body = server.json("/search", text="WORLD hello")
+    assert status == 200
+    assert [r["text"] for r in body["results"]] == ["hello again world", "Hello world"]
+    assert [r["username"] for r in body["results"]] == ["did:plc:bob", "alice.test"]
+    assert body["meta"]["count"] == 2 and body["meta"]["cursor"] is None
+    status, body = server.json("/search", text="日本 🦋")
+    assert [r["username"] for r in body["results"]] == ["alice.test"]
+    status, body = server.json("/search", username="alice.test", tag="#news")
+    assert status == 200 and body["results"] == []
+
+
+def test_pages_are_consistent_across_workers(stack: tuple[Server, RedisServer, Path]) -> None:
+    server = stack[0]
+    seen: list[str] = []
+    params: dict[str, Any] = {"text": "filler", "limit": 40}
+    for _ in range(20):
+        status, body = server.json("/search", **params)
+        assert status == 200, body
+        seen += [r["uri"] for r in body["results"]]
+        if body["meta"]["cursor"] is None:
+            break
+        params["cursor"] = body["meta"]["cursor"]
+    assert len(seen) == 300 == len(set(seen))
+
+
+def test_export(stack: tuple[Server, RedisServer, Path]) -> None:
+    server = stack[0]
+    status, headers, body = server.get("/export", text="")
+    assert status == 200 and headers["content-type"] == "text/csv; charset=utf-8"
+    assert headers["content-disposition"].startswith('attachment; filename="bluesky-posts-')
+    assert headers["content-disposition"].endswith('.csv"')
+    rows = list(csv.DictReader(io.StringIO(body.decode())))
+    assert len(rows) == 304
+    assert rows[0]["text"] == "Привет мир 日本 🦋" and rows[0]["username"] == "alice.test"
+    assert rows[1]["text"] == 'a "quoted", multi\nline text'
+    status, _, body = server.get("/export", text="filler", limit=10)
+    assert len(list(csv.DictReader(io.StringIO(body.decode())))) == 10
+
+
+def test_errors(stack: tuple[Server, RedisServer, Path]) -> None:
+    server = stack[0]
+    for target, parameter in (("/search?limit=5000", "limit"), ("/search?start=nope", "since"),
+                              ("/search?sort=top", "sort"), ("/search?cursor=abc.def", "cursor"),
+                              ("/search?exact=perhaps", "exact"), ("/search?text=%ff", "text"),
+                              ("/search?text=a%00", "text"), ("/export?limit=0", "limit")):
+        status, headers, body = server.raw(target)
+        assert status == 400, target
+        assert headers["content-type"] == "application/json"
+        assert orjson.loads(body)["error"]["parameter"] == parameter
+    for target, method, code in (("/missing", "GET", 404), ("/search", "POST", 405)):
+        status, _, body = server.raw(target, method)
+        assert status == code and orjson.loads(body)["error"]["message"]
+
+
+def test_health_stats_openapi(stack: tuple[Server, RedisServer, Path]) -> None:
+    server = stack[0]
+    status, body = server.json("/health")
+    assert status == 200, body
+    assert body["status"] == "ok" and body["checks"]["freshness"]["newest_event_age_s"] < 900
+    status, body = server.json("/stats")
+    assert status == 200 and body["tables"]["posts"]["rows"] == 304
+    status, doc = server.json("/openapi.json")
+    routes = {(r.rule, r.method) for r in create_app(settings_for(stack[2])).routes}
+    assert {(p, m.upper()) for p, ops in doc["paths"].items() for m in ops} == routes
+
+
+def test_metrics_cover_every_worker(stack: tuple[Server, RedisServer, Path]) -> None:
+    server = stack[0]
+    before = _count(server, "/openapi.json", "200")
+    for _ in range(12):
+        assert server.get("/openapi.json")[0] == 200
+    status, headers, body = server.get("/metrics")
+    assert status == 200 and headers["content-type"].startswith("text/plain")
+    assert _count(server, "/openapi.json", "200") == before + 12
+    assert b"firehose_api_request_seconds_bucket" in body
+    assert server.log.read_text().count("Booting worker") == 2
+
+
+def _count(server: Server, endpoint: str, status: str) -> float:
+    text = server.get("/metrics")[2].decode()
+    needle = f'firehose_api_requests_total{{endpoint="{endpoint}",status="{status}"}} '
+    for line in text.splitlines():
+        if line.startswith(needle):
+            return float(line[len(needle):])
+    return 0.0
+
+
+def test_health_without_redis(tmp_path: Path, redis_server: RedisServer) -> None:
+    data = tmp_path / "data"
+    write_posts(data, [post("fresh", time_us=NOW_US)])
+    server = start_gunicorn(tmp_path, data, redis_server.url)
+    try:
+        status, body = server.json("/health")
+        assert status == 200, body
+        stop_process(redis_server.proc)
+        status, body = server.json("/health")
+        assert status == 503 and body["status"] == "fail"
+        assert body["checks"]["redis"]["ok"] is False and body["checks"]["data_dir"]["ok"] is True
+        status, body = server.json("/search", text="fresh")  # search does not need Redis
+        assert status == 200 and body["meta"]["count"] == 1
+    finally:
+        stop_process(server.proc)

@@ -1,0 +1,407 @@
+"""The query layer against real Parquet files: search semantics, ordering, keyset pages, caps, time budgets.
+
+The helpers at the top (`post`, `write_posts`, `write_identity`, `bulk_posts`, `settings_for`) are shared with the
+API tests (unit and integration) so every layer searches the same fixture data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from firehose import schema, storage
+from firehose.config import Settings
+from firehose.query import (
+    BadParameter,
+    CursorCodec,
+    Database,
+    Filters,
+    Position,
+    QueryTimeout,
+    Searcher,
+    Watchdog,
+    parse_search,
+)
+
+DAY1, DAY2, DAY3 = "2024-05-01", "2024-05-02", "2024-05-03"
+_seq = itertools.count()
+
+
+def us(date: str, seconds: int = 0) -> int:
+    """Unix microseconds of `seconds` after midnight UTC of `date`."""
+    day = dt.datetime.fromisoformat(date).replace(tzinfo=dt.UTC)
+    return int(day.timestamp()) * 1_000_000 + seconds * 1_000_000
+
+
+def post(text: str, date: str = DAY1, seconds: int | None = None, did: str = "did:plc:alice", **extra: Any) -> dict:
+    """One `posts` row; time defaults to a unique second of `date`."""
+    n = next(_seq)
+    rkey = extra.pop("rkey", f"3k{n:08d}")
+    row = {
+        "did": did, "time_us": us(date, n % 86_000 if seconds is None else seconds), "rev": "r1",
+        "operation": "create", "rkey": rkey, "cid": f"bafy{n}", "uri": f"at://{did}/app.bsky.feed.post/{rkey}",
+        "created_at": f"{date}T00:00:00.000Z", "text": text, "langs": ["en"], "mentions": [], "links": [], "tags": [],
+    }
+    row.update(extra)
+    return row
+
+
+def write_posts(data_dir: Path, rows: list[dict], name: str = "part-0") -> None:
+    """Write `rows` into their date partitions (one file per date per call)."""
+    by_date: dict[str, list[dict]] = {}
+    for row in rows:
+        by_date.setdefault(schema.partition_date(row["time_us"]), []).append(row)
+    for date, part in by_date.items():
+        path = storage.partition_dir(data_dir, "posts", date) / f"{name}.parquet"
+        storage.write_parquet(schema.to_arrow("posts", part), path, zstd_level=1, row_group_size=100_000)
+
+
+def write_identity(data_dir: Path, entries: list[tuple[str, str, int]]) -> None:
+    """Write identity rows (did, handle, time_us)."""
+    rows = [{"did": d, "handle": h, "time_us": t, "seq": i} for i, (d, h, t) in enumerate(entries)]
+    date = schema.partition_date(entries[0][2])
+    path = storage.partition_dir(data_dir, "identity", date) / "identity-0.parquet"
+    storage.write_parquet(schema.to_arrow("identity", rows), path, zstd_level=1, row_group_size=100_000)
+
+
+def bulk_posts(data_dir: Path, date: str, count: int, *, text: str = "filler post number", name: str = "bulk",
+               did: str = "did:plc:bulk", step_us: int = 1000, start_us: int | None = None,
+               row_group_size: int = 100_000) -> None:
+    """`count` posts on `date` built column-wise (fast), every second pair sharing a time_us (ties on time)."""
+    start = us(date, 3600) if start_us is None else start_us
+    cols: dict[str, Any] = {name_: [None] * count for name_ in schema.TABLES["posts"].schema.names}
+    cols["did"] = [did] * count
+    cols["time_us"] = [start + (i // 2) * step_us for i in range(count)]
+    cols["rkey"] = [f"{name}{i:07d}" for i in range(count)]
+    cols["uri"] = [f"at://{did}/app.bsky.feed.post/{name}{i:07d}" for i in range(count)]
+    cols["text"] = [f"{text} {i}" for i in range(count)]
+    cols["operation"] = ["create"] * count
+    for list_col in ("langs", "mentions", "links", "tags"):
+        cols[list_col] = [[] for _ in range(count)]
+    table = pa.table({f.name: pa.array(cols[f.name], f.type) for f in schema.TABLES["posts"].schema},
+                     schema=schema.TABLES["posts"].schema)
+    path = storage.partition_dir(data_dir, "posts", date) / f"{name}.parquet"
+    storage.write_parquet(table, path, zstd_level=1, row_group_size=row_group_size)
+
+
+def settings_for(data_dir: Path, **overrides: Any) -> Settings:
+    """Settings for tests: this data dir, no PLC directory unless given."""
+    values: dict[str, Any] = {"data_dir": data_dir, "plc_url": "", "api_cursor_secret": "test-secret"}
+    values.update(overrides)
+    return Settings(**values)
+
+
+SEMANTIC_POSTS = [
+    ("Hello World from the archive", DAY1, {}),
+    ("hello again, WORLD", DAY2, {}),
+    ("Привет, Мир! Как дела?", DAY2, {"langs": ["ru"]}),
+    ("今日は猫がかわいい 🐈", DAY3, {"langs": ["ja"]}),
+    ("Butterflies 🦋 everywhere", DAY3, {}),
+    ("I am 100% sure", DAY1, {}),
+    ("I am 100 sure", DAY1, {}),
+    ("snake_case names", DAY2, {}),
+    ("snakeXcase names", DAY2, {}),
+    ("a back\\slash path", DAY3, {}),
+    ("a backslash path", DAY3, {}),
+    ("ΟΔΟΣ in capitals", DAY1, {"langs": ["el"]}),
+    ("Straße und Weg", DAY2, {"langs": ["de-DE"]}),
+    ("link post", DAY1, {"links": ["https://www.Example.com/page?x=1", "https://other.org/"]}),
+    ("tag post", DAY2, {"tags": ["BlueSky", "Art"]}),
+    ("mention post", DAY3, {"mentions": ["did:plc:bob"]}),
+    ("by bob", DAY3, {"did": "did:plc:bob", "langs": ["en-US"]}),
+]
+
+
+@pytest.fixture
+def semantic_dir(tmp_path: Path) -> Path:
+    data = tmp_path / "data"
+    rows = [post(text, date, **extra) for text, date, extra in SEMANTIC_POSTS]
+    write_posts(data, rows)
+    return data
+
+
+def texts(searcher: Searcher, limit: int = 50, **filters: Any) -> list[str]:
+    """Texts of the first page for `filters` (needles lower-cased the way the API does)."""
+    needles = filters.pop("needles", ())
+    flt = Filters(needles=searcher.lowercase(list(needles)), **filters)
+    return [r["text"] for r in searcher.search(flt, limit, None, cap=1000).rows]
+
+
+# ------------------------------------------------------------------------------------------ parameters
+
+
+def parse(**params: Any) -> Any:
+    pairs = [(k, v) for k, vs in params.items() for v in (vs if isinstance(vs, list) else [vs])]
+    return parse_search(pairs, Settings(api_page_size=50, api_max_text_length=100))
+
+
+def test_aliases_and_defaults() -> None:
+    q = parse(q="  hello   world ", author="@Alice.BSKY.social", since="2024-05-01", until="2024-05-02")
+    assert q.words == ("hello", "world") and q.text == "hello world"
+    assert q.author == "alice.bsky.social"
+    assert q.since_us == us(DAY1) and q.until_us == us("2024-05-03")  # a bare end date includes that day
+    assert q.limit == 50 and q.sort == "latest" and not q.exact
+    assert parse(text="a", username="did:plc:xyz", start="2024-05-01T10:00:00Z").author == "did:plc:xyz"
+
+
+def test_datetimes_with_offsets_are_utc() -> None:
+    q = parse(start="2024-05-01T12:00:00+02:00", end="2024-05-01T12:00:00.1234567")
+    assert q.since_us == us(DAY1, 10 * 3600)
+    assert q.until_us == us(DAY1, 12 * 3600) + 123456
+
+
+@pytest.mark.parametrize(("params", "name"), [
+    ({"start": "2024-13-01"}, "since"),
+    ({"since": "yesterday"}, "since"),
+    ({"end": "2024-05-01", "start": "2024-05-03"}, "until"),
+    ({"until": "1960-01-01"}, "until"),
+    ({"limit": "0"}, "limit"),
+    ({"limit": "51"}, "limit"),
+    ({"limit": "9" * 5000}, "limit"),
+    ({"limit": "1e3"}, "limit"),
+    ({"limit": "٣"}, "limit"),
+    ({"sort": "top"}, "sort"),
+    ({"sort": "random"}, "sort"),
+    ({"exact": "maybe"}, "exact"),
+    ({"text": "x" * 101}, "text"),
+    ({"text": " ".join("abcdefghijklmnopqrstuvwxyz0123456789ABCD")}, "text"),
+    ({"bogus": "1"}, "bogus"),
+    ({"text": "a\x00b"}, "text"),
+    ({"text": ["a", "b"]}, "text"),
+    ({"text": "a", "q": "b"}, "q"),
+    ({"username": "not a handle!"}, "username"),
+    ({"lang": "english language"}, "lang"),
+    ({"domain": "http://x.com/"}, "domain"),
+    ({"tag": "two words"}, "tag"),
+    ({"tag": [str(i) for i in range(11)]}, "tag"),
+])
+def test_bad_parameters_are_named(params: dict, name: str) -> None:
+    with pytest.raises(BadParameter) as err:
+        parse(**params)
+    assert err.value.parameter == name
+    assert err.value.message
+
+
+@pytest.mark.parametrize(("raw", "value"), [("true", True), ("1", True), ("YES", True), ("false", False),
+                                            ("0", False), ("no", False), ("", False)])
+def test_booleans(raw: str, value: bool) -> None:
+    assert parse(text="x", exact=raw).exact is value
+
+
+def test_export_accepts_big_limit_but_no_cursor() -> None:
+    settings = Settings(api_export_max_rows=500)
+    assert parse_search([("limit", "500")], settings, export=True).limit == 500
+    with pytest.raises(BadParameter) as err:
+        parse_search([("cursor", "abc")], settings, export=True)
+    assert err.value.parameter == "cursor"
+
+
+def test_tags_repeat_and_lose_their_hash() -> None:
+    assert parse(tag=["#Art", "bluesky", "#Art"]).tags == ("Art", "bluesky")
+
+
+# ------------------------------------------------------------------------------------------ cursors
+
+
+def test_cursor_round_trip_and_forgery() -> None:
+    codec = CursorCodec(b"k")
+    pos = Position(123, "at://x/y/z", 50)
+    token = codec.encode(pos, "fp")
+    assert codec.decode(token, "fp") == pos
+    for bad in (token + "x", "x" + token, token.replace(".", ""), "garbage", ".", "é.é",
+                CursorCodec(b"other").encode(pos, "fp")):
+        with pytest.raises(BadParameter):
+            codec.decode(bad, "fp")
+    with pytest.raises(BadParameter):
+        codec.decode(token, "another query")
+
+
+# ------------------------------------------------------------------------------------------ semantics
+
+
+def test_all_words_case_insensitive_any_script(semantic_dir: Path) -> None:
+    s = Searcher(settings_for(semantic_dir))
+    assert texts(s, needles=["WORLD", "hello"]) == ["hello again, WORLD", "Hello World from the archive"]
+    assert texts(s, needles=["мир"]) == ["Привет, Мир! Как дела?"]
+    assert texts(s, needles=["ПРИВЕТ", "дела"]) == ["Привет, Мир! Как дела?"]
+    assert texts(s, needles=["猫"]) == ["今日は猫がかわいい 🐈"]
+    assert texts(s, needles=["🦋"]) == ["Butterflies 🦋 everywhere"]
+    assert texts(s, needles=["οδοσ"]) == ["ΟΔΟΣ in capitals"]
+    assert texts(s, needles=["STRASSE"]) == []  # no full case folding: ß stays ß
+    assert texts(s, needles=["straße"]) == ["Straße und Weg"]
+    assert texts(s, needles=["hello", "nowhere"]) == []
+
+
+def test_wildcard_characters_are_literal(semantic_dir: Path) -> None:
+    s = Searcher(settings_for(semantic_dir))
+    assert texts(s, needles=["100%"]) == ["I am 100% sure"]
+    assert texts(s, needles=["%"]) == ["I am 100% sure"]
+    assert texts(s, needles=["snake_case"]) == ["snake_case names"]
+    assert texts(s, needles=["_"]) == ["snake_case names"]
+    assert texts(s, needles=["back\\slash"]) == ["a back\\slash path"]
+    assert texts(s, needles=["\\"]) == ["a back\\slash path"]
+
+
+def test_exact_phrase(semantic_dir: Path) -> None:
+    s = Searcher(settings_for(semantic_dir))
+    assert texts(s, needles=["HELLO WORLD"]) == ["Hello World from the archive"]
+    assert texts(s, needles=["world hello"]) == []
+
+
+def test_structured_filters(semantic_dir: Path) -> None:
+    s = Searcher(settings_for(semantic_dir))
+    assert texts(s, lang="ru") == ["Привет, Мир! Как дела?"]
+    assert texts(s, lang="de") == ["Straße und Weg"]
+    assert texts(s, lang="en-us") == ["by bob"]
+    assert texts(s, domain="example.com") == ["link post"]
+    assert texts(s, domain="www.example.com") == ["link post"]
+    assert texts(s, domain="ample.com") == []
+    assert texts(s, url="https://other.org/") == ["link post"]
+    assert texts(s, url="https://www.Example.com/pa") == ["link post"]
+    assert texts(s, tags=("bluesky",)) == ["tag post"]
+    assert texts(s, tags=("bluesky", "art")) == ["tag post"]
+    assert texts(s, tags=("bluesky", "nope")) == []
+    assert texts(s, mentions_did="did:plc:bob") == ["mention post"]
+    assert texts(s, author_did="did:plc:bob") == ["by bob"]
+    assert texts(s, needles=["post"], since_us=us(DAY2), until_us=us(DAY3)) == ["tag post"]
+
+
+def test_newest_first_across_partitions_and_oldest(semantic_dir: Path) -> None:
+    s = Searcher(settings_for(semantic_dir))
+    rows = s.search(Filters(), 50, None, cap=1000).rows
+    times = [r["time_us"] for r in rows]
+    assert len(rows) == len(SEMANTIC_POSTS)
+    assert times == sorted(times, reverse=True)
+    assert rows[0]["timestamp"].startswith(DAY3) and rows[0]["timestamp"].endswith("Z")
+    oldest = s.search(Filters(sort="oldest"), 50, None, cap=1000).rows
+    assert [r["uri"] for r in oldest] == [r["uri"] for r in reversed(rows)]
+
+
+def test_stops_at_the_newest_partition_when_the_page_is_full(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    bulk_posts(data, DAY3, 200, name="new")
+    bulk_posts(data, DAY1, 200, name="old")
+    (storage.partition_dir(data, "posts", DAY1) / "old.parquet").write_bytes(b"not parquet")  # never opened
+    page = Searcher(settings_for(data)).search(Filters(), 50, None, cap=1000)
+    assert len(page.rows) == 50 and page.next_position is not None
+
+
+def walk(searcher: Searcher, filters: Filters, limit: int, cap: int) -> list[str]:
+    """Every uri over all pages."""
+    uris: list[str] = []
+    after = None
+    while True:
+        page = searcher.search(filters, limit, after, cap=cap)
+        uris += [r["uri"] for r in page.rows]
+        if page.next_position is None:
+            return uris
+        after = page.next_position
+
+
+@pytest.mark.parametrize("sort", ["latest", "oldest"])
+def test_keyset_pages_have_no_gaps_or_duplicates(tmp_path: Path, sort: str) -> None:
+    data = tmp_path / "data"
+    for i, date in enumerate((DAY1, DAY2, DAY3)):
+        bulk_posts(data, date, 37 + i, name=f"d{i}")  # pairs of rows share a time_us
+    s = Searcher(settings_for(data))
+    expected = [r["uri"] for r in s.search(Filters(sort=sort), 500, None, cap=1000).rows]
+    assert len(expected) == 37 + 38 + 39
+    for limit in (1, 7, 50):
+        assert walk(s, Filters(sort=sort), limit, 1000) == expected
+
+
+@pytest.mark.parametrize("sort", ["latest", "oldest"])
+def test_time_windows_over_small_row_groups(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sort: str) -> None:
+    monkeypatch.setattr("firehose.query.FIRST_WINDOW_ROWS", 16)
+    data = tmp_path / "data"
+    for i, date in enumerate((DAY1, DAY2, DAY3)):
+        for part in range(3):  # several files a day, like the 5-minute flushes, overlapping in time
+            bulk_posts(data, date, 45, name=f"d{i}p{part}", start_us=us(date, 100 + part * 10), step_us=997_000,
+                       row_group_size=10)
+    s = Searcher(settings_for(data, api_duckdb_threads=2))
+    windows = list(s.windows(Filters(sort=sort), None))
+    assert len(windows) > 3
+    bounds = [(lo, hi) for _, lo, hi in windows]
+    pairs = list(itertools.pairwise(bounds))
+    assert all(a[0] == b[1] for a, b in pairs) if sort == "latest" else all(a[1] == b[0] for a, b in pairs)
+    expected = sorted(((r["time_us"], r["uri"]) for r in s.search(Filters(sort=sort), 500, None, cap=1000).rows),
+                      reverse=sort == "latest")
+    assert len(expected) == 405
+    with Searcher(settings_for(data)).db.connection().cursor() as cur:
+        rows = cur.execute(f"SELECT time_us, uri FROM '{data}/posts/*/*.parquet'").fetchall()
+    assert sorted(rows, reverse=sort == "latest") == expected
+    for limit in (7, 50):
+        assert walk(s, Filters(sort=sort), limit, 1000) == [u for _, u in expected]
+    middle = Filters(sort=sort, since_us=us(DAY2, 120), until_us=us(DAY3, 130))
+    assert walk(s, middle, 13, 1000) == [u for t, u in expected if us(DAY2, 120) <= t < us(DAY3, 130)]
+
+
+def test_total_cap_over_all_pages(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    bulk_posts(data, DAY1, 700, name="a")
+    bulk_posts(data, DAY2, 700, name="b")
+    s = Searcher(settings_for(data))
+    uris = walk(s, Filters(), 50, 1000)
+    assert len(uris) == 1000 == len(set(uris))
+    assert len(walk(s, Filters(), 30, 1000)) == 1000  # the last page is cut to the cap
+    page = s.search(Filters(), 50, Position(us(DAY2, 5000), "at://x", 1000), cap=1000)
+    assert page.rows == [] and page.next_position is None
+
+
+def test_no_data_no_error(tmp_path: Path) -> None:
+    s = Searcher(settings_for(tmp_path / "nothing"))
+    assert s.search(Filters(needles=("x",)), 50, None, cap=1000).rows == []
+    assert s.newest_time_us() is None
+    assert s.stats() == {"tables": {}}
+
+
+# ------------------------------------------------------------------------------------------ time budget
+
+
+def test_watchdog_interrupts_and_the_connection_stays_usable() -> None:
+    db = Database(threads=1, memory_limit="500MB")
+    cur = db.cursor()
+    with Watchdog(cur, 0.2) as dog, pytest.raises(Exception, match="nterrupt"):
+        cur.execute("SELECT count(*) FROM range(10000000000) a WHERE a % 7 = 3").fetchall()
+    assert dog.fired
+    assert cur.execute("SELECT 42").fetchall() == [(42,)]
+
+
+def test_search_past_its_budget_times_out_then_works(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    for day in range(1, 29):
+        bulk_posts(data, f"2024-02-{day:02d}", 20_000, name=f"b{day}", text="lorem ipsum dolor sit amet " * 8)
+    s = Searcher(settings_for(data, api_query_timeout=0.02))
+    with pytest.raises(QueryTimeout):
+        s.search(Filters(needles=("nowhere-to-be-found",)), 50, None, cap=1000)
+    assert len(s.search(Filters(), 5, None, cap=1000, budget=30).rows) == 5
+
+
+# ------------------------------------------------------------------------------------------ metadata
+
+
+def test_freshness_and_stats_from_footers(semantic_dir: Path) -> None:
+    write_identity(semantic_dir, [("did:plc:bob", "bob.test", us(DAY3, 7))])
+    s = Searcher(settings_for(semantic_dir))
+    newest = max(r["time_us"] for r in s.search(Filters(), 50, None, cap=1000).rows)
+    assert s.newest_time_us() == newest
+    stats = s.stats()["tables"]
+    assert stats["posts"]["rows"] == len(SEMANTIC_POSTS)
+    assert sum(d["rows"] for d in stats["posts"]["days"].values()) == len(SEMANTIC_POSTS)
+    assert stats["identity"]["days"][DAY3]["rows"] == 1 and stats["identity"]["days"][DAY3]["files"] == 1
+
+
+def test_identity_lookups(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    write_identity(data, [("did:plc:a", "old.test", us(DAY1, 1)), ("did:plc:a", "New.Test", us(DAY1, 2)),
+                          ("did:plc:b", "b.test", us(DAY1, 3))])
+    s = Searcher(settings_for(data))
+    assert s.identity_handles(["did:plc:a", "did:plc:b", "did:plc:c"]) == {"did:plc:a": "new.test",
+                                                                          "did:plc:b": "b.test"}
+    assert s.identity_did("new.test") == "did:plc:a"
+    assert s.identity_did("nobody.test") is None
