@@ -176,6 +176,14 @@ class Buffer:
         summary = self.client.xpending(self.stream, self.group)
         return summary["min"] if summary and summary.get("pending") else None
 
+    def unflushed(self) -> int | None:
+        """Entries the flush group has not read yet (Redis' group `lag`), or None if Redis cannot tell."""
+        for group in self.client.xinfo_groups(self.stream):
+            if group["name"] in (self.group, self.group.encode()):
+                lag = group.get("lag")
+                return int(lag) if lag is not None else None
+        return None
+
     def last_delivered_id(self) -> bytes | None:
         """The last id delivered to the flush group (everything after it is unread)."""
         for group in self.client.xinfo_groups(self.stream):

@@ -73,7 +73,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         children.append(child)
         return child
 
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    for sig in (signal.SIGTERM, signal.SIGINT):  # SIGINT explicitly: a background job inherits it ignored
+        signal.signal(sig, lambda *_: stopping.set())
     try:
         start("redis", [redis_exe, "--port", str(args.redis_port), "--bind", "127.0.0.1", "--dir",
                         str(state / "redis"), "--appendonly", "yes", "--appendfsync", "everysec",
@@ -98,8 +99,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 log.error("%s exited with status %s; stopping everything", dead[0].name, dead[0].proc.returncode)
                 return _shutdown(children, exe, env, 1)
             stopping.wait(0.5)
-    except KeyboardInterrupt:
-        pass
+    except RuntimeError as exc:
+        log.error("%s", exc)
+        return _shutdown(children, exe, env, 1)
+    log.info("stopping: feed, ingester, last flush, API, Redis")
     return _shutdown(children, exe, env, 0)
 
 

@@ -291,9 +291,9 @@ def flush_and_report(flusher: Flusher, settings: Settings, buffer: Buffer, max_b
             write_textfile_metrics(settings.flush_metrics_file, None, None, ok=False)
         return 1
     length = buffer.length()
-    log.info("flushed %d entries in %d batches in %.2fs (%s); %d entries left in the stream", result.entries,
+    log.info("flushed %d entries in %d batches in %.2fs (%s); %s entries wait for the next run", result.entries,
              len(result.batches), result.seconds, ", ".join(f"{t}={n}" for t, n in sorted(result.rows().items())),
-             length)
+             buffer.unflushed())
     if settings.flush_metrics_file:
         write_textfile_metrics(settings.flush_metrics_file, result, length, ok=True)
     return 0
