@@ -15,7 +15,7 @@ SIM_RATE       ?= 200
 APT_PACKAGES := redis-server python3-venv
 APT_MISSING   = $(shell for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done)
 
-.PHONY: help deps venv run test test-unit test-integration lint lint-python bench schema-doc config-doc clean
+.PHONY: help deps venv run test test-unit lint lint-python bench config-doc clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -49,14 +49,13 @@ test-unit: venv ## unit tests only
 lint-python: venv ## ruff
 	$(BIN)/ruff check app tests
 
-lint: lint-python ## everything: ruff, ansible-lint, yamllint, packer validate, promtool
-	@$(MAKE) --no-print-directory lint-appliance
+lint: lint-python lint-appliance ## everything: ruff, ansible-lint, yamllint, packer validate, promtool
 
 bench: deps venv ## throughput, storage ratio and search latency on generated data (prints figures)
 	$(PYTHON) tests/bench/run.py $(BENCH_ARGS)
 
-schema-doc: venv ## print the configuration reference (docs/configuration.md)
-	$(PYTHON) -m firehose.config --markdown
+config-doc: venv ## regenerate docs/configuration.md from app/firehose/config.py
+	$(PYTHON) -m firehose.config --markdown > docs/configuration.md
 
 clean: ## remove local state (var/) and caches; keeps the venv
 	rm -rf var .pytest_cache .ruff_cache

@@ -1,8 +1,11 @@
 """The durable buffer between ingest and flush: a Redis Stream, its resume cursor and its dead-letter stream.
 
 Layout in Redis (key names from `Settings`):
-- `stream_key`: one entry per event, field `e` = the event's JSON exactly as received (decompressed).
-- `cursor_key`: a hash `{time_us, updated_us}` written in the same MULTI/EXEC as the events it covers.
+- `stream_key`: one entry per ingest batch: field `n` = how many events, field `e` = their JSON exactly as
+  received (decompressed), joined by newlines (compact JSON has none; the ingester re-serialises the rare
+  event that does). One entry per batch instead of per event makes both ends several times cheaper.
+- `cursor_key`: a hash `{time_us, updated_us, events_in, events_out}`: the resume cursor, written atomically
+  with the events it covers, and event counters (`events_in - events_out` = events not yet flushed).
 - `deadletter_key`: frames that are not valid events, fields `reason`, `frame`, `at_us`.
 - consumer group `flush_group` on `stream_key`, used by the flush; `<stream_key>:flush` holds the flush's
   in-flight batch range so a crashed batch is redone with exactly the same entries.
@@ -21,18 +24,30 @@ import redis
 from firehose.config import Settings
 
 EVENT_FIELD = b"e"
+COUNT_FIELD = b"n"
+SEPARATOR = b"\n"
 
-# KEYS: stream, cursor hash. ARGV: cursor time_us, now_us, event JSON... Returns {last id, stream length}.
+# KEYS: stream, cursor hash. ARGV: cursor time_us, now_us, event count, joined events.
+# Returns {entry id, events not yet flushed}. A script runs atomically, like MULTI/EXEC.
 APPEND_SCRIPT = """
-local last = false
-for i = 3, #ARGV do
-  last = redis.call('XADD', KEYS[1], '*', 'e', ARGV[i])
-end
+local id = redis.call('XADD', KEYS[1], '*', 'n', ARGV[3], 'e', ARGV[4])
 redis.call('HSET', KEYS[2], 'time_us', ARGV[1], 'updated_us', ARGV[2])
-return {last, redis.call('XLEN', KEYS[1])}
+local total = redis.call('HINCRBY', KEYS[2], 'events_in', ARGV[3])
+local out = tonumber(redis.call('HGET', KEYS[2], 'events_out') or '0')
+return {id, total - out}
 """
 
-Entry = tuple[bytes, bytes]  # (stream entry id, event JSON)
+Entry = tuple[bytes, bytes]  # (stream entry id, newline-joined event JSON of one ingest batch)
+
+
+def split_events(blob: bytes) -> list[bytes]:
+    """The events of one stream entry."""
+    return blob.split(SEPARATOR) if blob else []
+
+
+def join_events(events: Sequence[bytes]) -> bytes:
+    """One stream entry's payload; every event must be free of newlines (see `Buffer.append`)."""
+    return SEPARATOR.join(events)
 
 
 class Backpressure(Exception):
@@ -62,21 +77,26 @@ class Buffer:
     # -- ingest side -------------------------------------------------------------------------------------------
 
     def append(self, events: Sequence[bytes], cursor_time_us: int) -> tuple[bytes, int]:
-        """Append `events` and move the cursor to `cursor_time_us`, atomically; return (last id, stream length).
+        """Append `events` as one entry and move the cursor, atomically; return (entry id, unflushed events).
 
-        One Lua call per batch: atomic like MULTI/EXEC, and far cheaper for the client than one XADD each.
-        Raises Backpressure when Redis refuses the write for lack of memory; nothing is then written.
+        Events must not contain newlines. Raises Backpressure when Redis refuses the write for lack of memory;
+        nothing is then written.
         """
         try:
-            last_id, length = self._append_script(
+            entry_id, unflushed = self._append_script(
                 keys=[self.stream, self.cursor_key],
-                args=[cursor_time_us, time.time_ns() // 1000, *events],
+                args=[cursor_time_us, time.time_ns() // 1000, len(events), join_events(events)],
             )
         except redis.ResponseError as exc:
             if _is_oom(exc):
                 raise Backpressure(str(exc)) from exc
             raise
-        return last_id or b"", int(length)
+        return entry_id, int(unflushed)
+
+    def unflushed_events(self) -> int:
+        """Events appended but not yet written to Parquet by a committed flush batch."""
+        counts = self.client.hmget(self.cursor_key, "events_in", "events_out")
+        return int(counts[0] or 0) - int(counts[1] or 0)
 
     def cursor(self) -> int | None:
         """The stored resume cursor (the newest `time_us` stored), or None before the first event."""
@@ -84,10 +104,10 @@ class Buffer:
         return int(raw) if raw is not None else None
 
     def length(self) -> int:
-        """Entries in the stream (flushed entries disappear when trimmed)."""
+        """Entries (ingest batches) in the stream; flushed entries disappear when trimmed."""
         return int(self.client.xlen(self.stream))
 
-    def tail(self, batch: int = 5000) -> Iterable[list[Entry]]:
+    def tail(self, batch: int = 50) -> Iterable[list[Entry]]:
         """The stream's entries newest first, in batches (for the ingester's replay dedupe)."""
         upper: bytes | str = "+"
         while True:
@@ -116,9 +136,11 @@ class Buffer:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    def read_group(self, consumer: str, count: int, pending: bool) -> list[Entry]:
-        """Read up to `count` entries: this consumer's unacknowledged ones (`pending`) or new ones."""
-        reply = self.client.xreadgroup(self.group, consumer, {self.stream: "0" if pending else ">"}, count=count)
+    def read_group(self, consumer: str, count: int, pending_after: bytes | None = None) -> list[Entry]:
+        """Read up to `count` entries: new ones, or (with `pending_after`, e.g. b"0") this consumer's
+        unacknowledged ones with ids after it."""
+        start = pending_after if pending_after is not None else ">"
+        reply = self.client.xreadgroup(self.group, consumer, {self.stream: start}, count=count)
         if not reply:
             return []
         _, rows = reply[0]
@@ -156,9 +178,10 @@ class Buffer:
         """Record the batch range before any file of it is written."""
         self.client.hset(self.inflight_key, mapping={"first": first, "last": last})
 
-    def commit_batch(self, ids: Sequence[bytes], trim_below: bytes | None) -> None:
-        """Acknowledge a written batch, trim what is safe to trim, and clear the in-flight record, atomically."""
+    def commit_batch(self, ids: Sequence[bytes], events: int, trim_below: bytes | None) -> None:
+        """Acknowledge a written batch of `events` events, trim what is safe, clear the in-flight record; atomic."""
         pipe = self.client.pipeline(transaction=True)
+        pipe.hincrby(self.cursor_key, "events_out", events)
         for start in range(0, len(ids), 10_000):
             pipe.xack(self.stream, self.group, *ids[start:start + 10_000])
         if trim_below is not None:
@@ -175,14 +198,6 @@ class Buffer:
         """The smallest id any consumer of the flush group has read but not acknowledged."""
         summary = self.client.xpending(self.stream, self.group)
         return summary["min"] if summary and summary.get("pending") else None
-
-    def unflushed(self) -> int | None:
-        """Entries the flush group has not read yet (Redis' group `lag`), or None if Redis cannot tell."""
-        for group in self.client.xinfo_groups(self.stream):
-            if group["name"] in (self.group, self.group.encode()):
-                lag = group.get("lag")
-                return int(lag) if lag is not None else None
-        return None
 
     def last_delivered_id(self) -> bytes | None:
         """The last id delivered to the flush group (everything after it is unread)."""

@@ -66,7 +66,7 @@ class Settings:
         "FIREHOSE_REWIND_SECONDS", 5.0, "On restart, resume this many seconds before the stored cursor."
     )
     high_water: int = _setting(
-        "FIREHOSE_HIGH_WATER", 20_000_000, "Stream length at which the ingester pauses reading (backpressure)."
+        "FIREHOSE_HIGH_WATER", 20_000_000, "Unflushed events at which the ingester pauses reading (backpressure)."
     )
     max_frame_bytes: int = _setting(
         "FIREHOSE_MAX_FRAME_BYTES", 2_000_000, "Decoded frames larger than this go to the dead-letter stream."
@@ -87,7 +87,9 @@ class Settings:
     data_dir: Path = _setting("FIREHOSE_DATA_DIR", Path("var/data"), "Root of the Parquet tables.")
     flush_group: str = _setting("FIREHOSE_FLUSH_GROUP", "flush", "Consumer group the flush reads with.")
     flush_consumer: str = _setting("FIREHOSE_FLUSH_CONSUMER", "flush-1", "Consumer name of the flush.")
-    flush_chunk: int = _setting("FIREHOSE_FLUSH_CHUNK", 200_000, "Most stream entries written per batch.")
+    flush_chunk: int = _setting(
+        "FIREHOSE_FLUSH_CHUNK", 300_000, "Events per flush batch (about; whole ingest batches are never split)."
+    )
     flush_trim_keep_seconds: float = _setting(
         "FIREHOSE_FLUSH_TRIM_KEEP_SECONDS",
         120.0,
@@ -223,6 +225,15 @@ def markdown_table() -> str:
     return "\n".join(lines) + "\n"
 
 
+DOC_HEADER = """# Configuration
+
+Every setting is an environment variable, read once at start by `firehose.config.Settings.from_env()`.
+On the appliance they are templated into `/etc/firehose/firehose.env` by Ansible (`roles/app`). This file is
+generated: `make config-doc`.
+
+"""
+
+
 if __name__ == "__main__":
     if "--markdown" in sys.argv:
-        sys.stdout.write(markdown_table())
+        sys.stdout.write(DOC_HEADER + markdown_table())

@@ -142,7 +142,6 @@ def _child_env(state: Path, args: argparse.Namespace, jetstream: str) -> dict[st
         "FIREHOSE_FLUSH_METRICS_FILE": str(state / "metrics" / "firehose_flush.prom"),
         "FIREHOSE_API_BIND": f"127.0.0.1:{args.api_port}",
         "FIREHOSE_API_METRICS_DIR": str(state / "prometheus"),
-        "PROMETHEUS_MULTIPROC_DIR": str(state / "prometheus"),
         "PYTHONUNBUFFERED": "1",
     })
     if not args.jetstream_url:

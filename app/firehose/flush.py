@@ -31,12 +31,14 @@ import orjson
 import pyarrow as pa
 
 from firehose import storage
-from firehose.buffer import Buffer, Entry, id_ms, id_tuple
+from firehose.buffer import SEPARATOR, Buffer, Entry, id_ms, id_tuple, split_events
 from firehose.config import Settings
 from firehose.faults import Failpoints
 from firehose.schema import TABLE_NAMES, TableBatch, event_key
 
 log = logging.getLogger("firehose.flush")
+
+READ_ENTRIES = 500  # most stream entries per XREADGROUP (each holds one ingest batch of events)
 
 
 @dataclass
@@ -44,6 +46,7 @@ class BatchResult:
     """What one batch wrote."""
 
     entries: int = 0
+    events: int = 0
     duplicates: int = 0
     rows: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     files: list[Path] = field(default_factory=list)
@@ -63,6 +66,10 @@ class FlushResult:
     def entries(self) -> int:
         return sum(b.entries for b in self.batches)
 
+    @property
+    def events(self) -> int:
+        return sum(b.events for b in self.batches)
+
     def rows(self) -> dict[str, int]:
         total: dict[str, int] = defaultdict(int)
         for batch in self.batches:
@@ -78,6 +85,7 @@ def file_name(first: bytes, last: bytes) -> str:
 
 def build_tables(entries: Sequence[Entry]) -> tuple[dict[tuple[str, str], pa.Table], int, int]:
     """Turn stream entries into Arrow tables keyed by (table, date); return them, duplicates and raw bytes.
+
 
     Events are de-duplicated by `event_key` (first one wins) and sorted by time_us within each file; an entry
     that is not JSON, or has no usable time_us, is dated by its stream id.
@@ -107,19 +115,21 @@ def _build_tables(entries: Sequence[Entry]) -> tuple[dict[tuple[str, str], pa.Ta
     duplicates = 0
     raw_bytes = 0
     loads, decode_error = orjson.loads, orjson.JSONDecodeError
-    for entry_id, raw in entries:
-        raw_bytes += len(raw)
-        try:
-            event = loads(raw)
-        except decode_error:
-            event = None
-        if isinstance(event, dict):
-            key = event_key(event)
-            if key in seen:
-                duplicates += 1
-                continue
-            seen.add(key)
-        batch.add(event, raw, id_ms(entry_id) * 1000)
+    for entry_id, blob in entries:
+        fallback_us = id_ms(entry_id) * 1000
+        for raw in split_events(blob):
+            raw_bytes += len(raw)
+            try:
+                event = loads(raw)
+            except decode_error:
+                event = None
+            if isinstance(event, dict):
+                key = event_key(event)
+                if key in seen:
+                    duplicates += 1
+                    continue
+                seen.add(key)
+            batch.add(event, raw, fallback_us)
     return batch.tables(), duplicates, raw_bytes
 
 
@@ -148,16 +158,41 @@ class Flusher:
             if claimed:
                 log.info("took over %d entries left pending by another consumer", claimed)
             stop_at = self.buffer.newest_id()  # entries added while this run works wait for the next run
-            for pending in (True, False):
-                while max_batches is None or len(result.batches) < max_batches:
-                    entries = self.buffer.read_group(self.consumer, self.settings.flush_chunk, pending)
-                    if not entries:
-                        break
-                    result.batches.append(self._write_batch(entries, recorded=False))
-                    if not pending and stop_at is not None and id_tuple(entries[-1][0]) >= id_tuple(stop_at):
-                        break
+            pending_after: bytes | None = b"0"  # first this consumer's unacknowledged entries, then new ones
+            while max_batches is None or len(result.batches) < max_batches:
+                entries, pending_after = self._read_batch(pending_after)
+                if not entries:
+                    break
+                result.batches.append(self._write_batch(entries, recorded=False))
+                if pending_after is None and stop_at is not None and id_tuple(entries[-1][0]) >= id_tuple(stop_at):
+                    break
         result.seconds = time.monotonic() - started
         return result
+
+    def _read_batch(self, pending_after: bytes | None) -> tuple[list[Entry], bytes | None]:
+        """Read consecutive entries holding up to `flush_chunk` events (at least one entry).
+
+        Returns the entries and where the next read starts: an id while re-reading pending entries, None once
+        reading new ones.
+        """
+        entries: list[Entry] = []
+        events = 0
+        while events < self.settings.flush_chunk:
+            # an entry holds at most `ingest_batch` events: this count never overshoots the chunk by a whole read
+            count = min(READ_ENTRIES, max(1, (self.settings.flush_chunk - events) // self.settings.ingest_batch))
+            got = self.buffer.read_group(self.consumer, count, pending_after)
+            if not got and pending_after is not None:
+                pending_after = None  # pending entries done: continue with new ones
+                if entries:
+                    break  # keep a batch within one kind of read
+                continue
+            if not got:
+                break
+            entries.extend(got)
+            events += sum(blob.count(SEPARATOR) + 1 for _, blob in got)
+            if pending_after is not None:
+                pending_after = got[-1][0]
+        return entries, pending_after
 
     def _write_batch(self, entries: list[Entry], recorded: bool) -> BatchResult:
         started = time.monotonic()
@@ -169,6 +204,7 @@ class Flusher:
             self.buffer.begin_batch(first, last)
         self.faults.reached("flush.after_begin")
         tables, batch.duplicates, batch.raw_bytes = build_tables(entries)
+        batch.events = sum(t.num_rows for t in tables.values()) + batch.duplicates
         name = file_name(first, last)
         for (table, date), arrow_table in sorted(tables.items()):
             path = storage.partition_dir(self.data_dir, table, date) / name
@@ -180,11 +216,11 @@ class Flusher:
             batch.files.append(path)
             self.faults.reached("flush.after_rename")
         self.faults.reached("flush.before_commit")
-        self.buffer.commit_batch([eid for eid, _ in entries], self._trim_below(last))
+        self.buffer.commit_batch([eid for eid, _ in entries], batch.events, self._trim_below(last))
         self.faults.reached("flush.after_commit")
         batch.seconds = time.monotonic() - started
-        log.info("batch %s..%s: %d entries, %d duplicates, %d files, %.1f KiB in %.2fs", first.decode(),
-                 last.decode(), batch.entries, batch.duplicates, len(batch.files), batch.bytes_written / 1024,
+        log.info("batch %s..%s: %d events, %d duplicates, %d files, %.1f KiB in %.2fs", first.decode(),
+                 last.decode(), batch.events, batch.duplicates, len(batch.files), batch.bytes_written / 1024,
                  batch.seconds)
         return batch
 
@@ -201,7 +237,7 @@ class Flusher:
         return f"{floor[0]}-{floor[1]}".encode() if floor[0] > 0 else None
 
 
-def write_textfile_metrics(path: Path, result: FlushResult | None, stream_length: int | None, ok: bool) -> None:
+def write_textfile_metrics(path: Path, result: FlushResult | None, unflushed: int | None, ok: bool) -> None:
     """Write flush metrics in the node_exporter textfile format, atomically (keeps the last success time)."""
     now = time.time()
     last_success = now if ok else _previous_value(path, "firehose_flush_last_success_timestamp_seconds")
@@ -225,9 +261,9 @@ def write_textfile_metrics(path: Path, result: FlushResult | None, stream_length
             "# HELP firehose_flush_last_batch_max_seconds Longest batch of the last run.",
             "# TYPE firehose_flush_last_batch_max_seconds gauge",
             f"firehose_flush_last_batch_max_seconds {max((b.seconds for b in result.batches), default=0):.3f}",
-            "# HELP firehose_flush_last_events Stream entries flushed by the last run.",
+            "# HELP firehose_flush_last_events Events flushed by the last run (duplicates included).",
             "# TYPE firehose_flush_last_events gauge",
-            f"firehose_flush_last_events {result.entries}",
+            f"firehose_flush_last_events {result.events}",
             "# HELP firehose_flush_last_duplicates Replayed events dropped by the last run.",
             "# TYPE firehose_flush_last_duplicates gauge",
             f"firehose_flush_last_duplicates {sum(b.duplicates for b in result.batches)}",
@@ -238,11 +274,11 @@ def write_textfile_metrics(path: Path, result: FlushResult | None, stream_length
             "# TYPE firehose_flush_last_bytes gauge",
             f"firehose_flush_last_bytes {sum(b.bytes_written for b in result.batches)}",
         ]
-    if stream_length is not None:
+    if unflushed is not None:
         lines += [
-            "# HELP firehose_flush_stream_length Entries left in the buffer stream after the last run.",
-            "# TYPE firehose_flush_stream_length gauge",
-            f"firehose_flush_stream_length {stream_length}",
+            "# HELP firehose_flush_unflushed_events Events buffered but not yet in Parquet after the last run.",
+            "# TYPE firehose_flush_unflushed_events gauge",
+            f"firehose_flush_unflushed_events {unflushed}",
         ]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -290,10 +326,10 @@ def flush_and_report(flusher: Flusher, settings: Settings, buffer: Buffer, max_b
         if settings.flush_metrics_file:
             write_textfile_metrics(settings.flush_metrics_file, None, None, ok=False)
         return 1
-    length = buffer.length()
-    log.info("flushed %d entries in %d batches in %.2fs (%s); %s entries wait for the next run", result.entries,
+    unflushed = buffer.unflushed_events()
+    log.info("flushed %d events in %d batches in %.2fs (%s); %d events wait for the next run", result.events,
              len(result.batches), result.seconds, ", ".join(f"{t}={n}" for t, n in sorted(result.rows().items())),
-             buffer.unflushed())
+             unflushed)
     if settings.flush_metrics_file:
-        write_textfile_metrics(settings.flush_metrics_file, result, length, ok=True)
+        write_textfile_metrics(settings.flush_metrics_file, result, unflushed, ok=True)
     return 0

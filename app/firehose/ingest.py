@@ -36,7 +36,7 @@ from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from prometheus_client import Counter as PromCounter
 from websockets.asyncio.client import connect
 
-from firehose.buffer import Backpressure, Buffer
+from firehose.buffer import Backpressure, Buffer, split_events
 from firehose.config import ZSTD_DICTIONARY_PATH, Settings
 from firehose.faults import Failpoints
 from firehose.schema import COLLECTION_TABLES, KINDS, event_key
@@ -85,6 +85,8 @@ class FrameDecoder:
             event = orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise BadFrame("invalid_json") from None
+        if b"\n" in raw:  # valid JSON with line breaks between tokens: the buffer separates events by newline
+            raw = orjson.dumps(event)
         return check_event(raw, event)
 
     def _payload(self, message: bytes | str) -> bytes:
@@ -164,8 +166,8 @@ class IngestMetrics:
         self.lag = Gauge("firehose_ingest_lag_seconds", "Wall clock minus the newest buffered event's time_us.",
                          registry=registry)
         self.cursor = Gauge("firehose_ingest_cursor_time_us", "The stored resume cursor.", registry=registry)
-        self.stream_length = Gauge("firehose_ingest_stream_length", "Entries in the buffer stream.",
-                                   registry=registry)
+        self.unflushed = Gauge("firehose_ingest_unflushed_events",
+                               "Events buffered in Redis and not yet written to Parquet.", registry=registry)
         self.connected = Gauge("firehose_ingest_connected", "1 while a Jetstream connection is open.",
                                registry=registry)
 
@@ -193,18 +195,18 @@ class ReplayFilter:
         keys: set[tuple[Any, ...]] = set()
         floor = since_us - REPLAY_SLACK_US
         for batch in buffer.tail():
-            older = 0
-            for _, raw in batch:
-                try:
-                    event = orjson.loads(raw)
-                except orjson.JSONDecodeError:
-                    continue
-                t = event.get("time_us") if isinstance(event, dict) else None
-                if isinstance(t, int) and t >= floor:
-                    keys.add(event_key(event))
-                else:
-                    older += 1
-            if older == len(batch):
+            newer = 0
+            for _, blob in batch:
+                for raw in split_events(blob):
+                    try:
+                        event = orjson.loads(raw)
+                    except orjson.JSONDecodeError:
+                        continue
+                    t = event.get("time_us") if isinstance(event, dict) else None
+                    if isinstance(t, int) and t >= floor:
+                        keys.add(event_key(event))
+                        newer += 1
+            if newer == 0:
                 break
         return cls(cursor + REPLAY_SLACK_US, keys)
 
@@ -359,7 +361,7 @@ class Ingester:
             while True:
                 try:
                     self.faults.reached("ingest.before_append")
-                    _, length = self.buffer.append(raws, cursor)
+                    _, unflushed = self.buffer.append(raws, cursor)
                     self.faults.reached("ingest.after_append")
                     break
                 except (Backpressure, redis.RedisError) as exc:
@@ -374,24 +376,24 @@ class Ingester:
             self.metrics.count_batch(batch)
             self.metrics.cursor.set(cursor)
             self.metrics.lag.set(max(0.0, time.time() - cursor / 1_000_000))
-            self.metrics.stream_length.set(length)
-            if length >= self.settings.high_water:
+            self.metrics.unflushed.set(unflushed)
+            if unflushed >= self.settings.high_water:
                 await self._respect_high_water()
 
     async def _respect_high_water(self) -> None:
-        """Pause (holding the write lock, so reading stops) while the stream is past its high-water mark."""
+        """Pause (holding the write lock, so reading stops) while unflushed events are past the high-water mark."""
         paused = 0.0
         while True:
             try:
-                length = self.buffer.length()
+                unflushed = self.buffer.unflushed_events()
             except redis.RedisError:
-                length = 0
-            self.metrics.stream_length.set(length)
-            if length < self.settings.high_water or self.stop.is_set():
+                unflushed = 0
+            self.metrics.unflushed.set(unflushed)
+            if unflushed < self.settings.high_water or self.stop.is_set():
                 break
             if paused == 0:
-                log.warning("stream length %d is past the high-water mark %d: pausing reads",
-                            length, self.settings.high_water)
+                log.warning("%d unflushed events: past the high-water mark %d, pausing reads",
+                            unflushed, self.settings.high_water)
             await asyncio.sleep(1.0)
             paused += 1.0
             self.metrics.backpressure.inc(1.0)

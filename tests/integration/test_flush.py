@@ -37,12 +37,18 @@ def synthetic_events(n: int, seed: int = 3, days: int = 2) -> list[bytes]:
     return out
 
 
+def append(buffer: Buffer, events: list[bytes], per_entry: int = 100) -> None:
+    """Append events the way the ingester does: batches of `per_entry` events, one stream entry each."""
+    for start in range(0, len(events), per_entry):
+        buffer.append(events[start:start + per_entry], 1)
+
+
 def test_golden_events_land_field_for_field(redis_server: RedisServer, tmp_path: Path) -> None:
     settings = settings_for(redis_server, tmp_path / "data")
     buffer = Buffer.connect(settings)
     buffer.append(GOLDEN_LINES, 1779719010689411)
     result = Flusher(settings, buffer).run_once()
-    assert result.entries == 10
+    assert result.events == 10
     rows = all_rows(settings.data_dir)
     assert {t: len(r) for t, r in rows.items()} == {
         "posts": 1, "likes": 1, "reposts": 1, "follows": 1, "blocks": 1, "profiles": 1, "deletes": 1,
@@ -75,19 +81,20 @@ def test_flush_acknowledges_and_trims_only_what_it_wrote(redis_server: RedisServ
                             FIREHOSE_FLUSH_CHUNK="300")
     buffer = Buffer.connect(settings)
     events = synthetic_events(1000)
-    buffer.append(events, 1)
+    append(buffer, events)
     result = Flusher(settings, buffer).run_once()
-    assert [b.entries for b in result.batches] == [300, 300, 300, 100]
+    assert [b.events for b in result.batches] == [300, 300, 300, 100]
+    assert buffer.unflushed_events() == 0
     assert sum(len(r) for r in all_rows(settings.data_dir).values()) == 1000
     assert buffer.client.xpending(settings.stream_key, settings.flush_group)["pending"] == 0
     assert buffer.length() == 0
-    assert Flusher(settings, buffer).run_once().entries == 0
+    assert Flusher(settings, buffer).run_once().events == 0
 
 
 def test_replays_within_a_batch_are_written_once(redis_server: RedisServer, tmp_path: Path) -> None:
     settings = settings_for(redis_server, tmp_path / "data")
     buffer = Buffer.connect(settings)
-    buffer.append(GOLDEN_LINES + GOLDEN_LINES[:4], 1)
+    append(buffer, GOLDEN_LINES + GOLDEN_LINES[:4], per_entry=7)
     result = Flusher(settings, buffer).run_once()
     assert result.batches[0].duplicates == 4
     assert sum(len(r) for r in all_rows(settings.data_dir).values()) == 10
@@ -117,10 +124,10 @@ def test_kill_9_during_flush_loses_and_doubles_nothing(redis_server: RedisServer
     ref_settings = Settings.from_env({"FIREHOSE_REDIS_URL": redis_server.url[:-1] + "1",
                                       "FIREHOSE_DATA_DIR": str(reference_dir), "FIREHOSE_FLUSH_CHUNK": "1000"})
     ref_buffer = Buffer.connect(ref_settings)
-    ref_buffer.append(events, 1)
+    append(ref_buffer, events)
     Flusher(ref_settings, ref_buffer).run_once()
 
-    Buffer.connect(settings_for(redis_server, data_dir)).append(events, 1)
+    append(Buffer.connect(settings_for(redis_server, data_dir)), events)
     env = stage_env(redis_server.url, data_dir, FIREHOSE_FLUSH_CHUNK="1000")
     crashed = run_stage(["flush"], {**env, "FIREHOSE_FAILPOINT": failpoint})
     assert crashed.returncode == -9, crashed.stderr
@@ -134,7 +141,7 @@ def test_kill_9_during_flush_loses_and_doubles_nothing(redis_server: RedisServer
 def test_compaction_merges_a_day_into_sorted_files(redis_server: RedisServer, tmp_path: Path) -> None:
     settings = settings_for(redis_server, tmp_path / "data", FIREHOSE_FLUSH_CHUNK="500")
     buffer = Buffer.connect(settings)
-    buffer.append(synthetic_events(2000), 1)
+    append(buffer, synthetic_events(2000))
     Flusher(settings, buffer).run_once()
     before = all_rows(settings.data_dir)
     likes_day = settings.data_dir / "likes" / "date=2026-05-24"
@@ -151,7 +158,7 @@ def test_compaction_merges_a_day_into_sorted_files(redis_server: RedisServer, tm
 def test_compaction_leaves_unfinished_days_alone(redis_server: RedisServer, tmp_path: Path) -> None:
     settings = settings_for(redis_server, tmp_path / "data", FIREHOSE_FLUSH_CHUNK="500")
     buffer = Buffer.connect(settings)
-    buffer.append(synthetic_events(1000), 1)
+    append(buffer, synthetic_events(1000))
     Flusher(settings, buffer).run_once()
     results = Compactor(settings).run(now=dt.datetime(2026, 5, 25, 0, 30, tzinfo=dt.UTC))
     assert {r.date for r in results} == set()
@@ -165,7 +172,7 @@ def test_kill_9_during_compaction_loses_and_doubles_nothing(redis_server: RedisS
     data_dir = tmp_path / "data"
     settings = settings_for(redis_server, data_dir, FIREHOSE_FLUSH_CHUNK="500")
     buffer = Buffer.connect(settings)
-    buffer.append(synthetic_events(2000), 1)
+    append(buffer, synthetic_events(2000))
     Flusher(settings, buffer).run_once()
     before = all_rows(data_dir)
     env = stage_env(redis_server.url, data_dir)
@@ -182,7 +189,7 @@ def test_kill_9_during_compaction_loses_and_doubles_nothing(redis_server: RedisS
 def test_textfile_metrics_are_written(redis_server: RedisServer, tmp_path: Path) -> None:
     metrics = tmp_path / "textfile" / "firehose_flush.prom"
     env = stage_env(redis_server.url, tmp_path / "data", FIREHOSE_FLUSH_METRICS_FILE=str(metrics))
-    Buffer.connect(settings_for(redis_server, tmp_path / "data")).append(GOLDEN_LINES, 1)
+    append(Buffer.connect(settings_for(redis_server, tmp_path / "data")), GOLDEN_LINES)
     done = run_stage(["flush"], env)
     assert done.returncode == 0, done.stderr
     text = metrics.read_text()

@@ -53,3 +53,11 @@ def test_reference_table_lists_every_variable() -> None:
     table = markdown_table()
     assert "`FIREHOSE_REDIS_URL`" in table
     assert table.count("\n| `FIREHOSE_") == len(Settings.__dataclass_fields__)
+
+
+def test_configuration_doc_is_current() -> None:
+    from firehose.config import DOC_HEADER
+    from tests.conftest import REPO
+
+    assert (REPO / "docs" / "configuration.md").read_text() == DOC_HEADER + markdown_table(), \
+        "docs/configuration.md is stale: run `make config-doc`"

@@ -1,0 +1,52 @@
+# Appliance targets: Ansible, Packer, monitoring assets. Included by the main Makefile, which defines
+# VENV (the virtualenv) and BIN ($(VENV)/bin).
+#
+#   make lint-appliance    lint-ansible + lint-packer + lint-monitoring
+#   make image             bake a Hetzner snapshot (needs HCLOUD_TOKEN)
+#   make deploy            run playbooks/site.yml against inventory/production
+
+PACKER          ?= packer
+PROMTOOL        ?= promtool
+APPLIANCE_INVENTORY ?= inventory/production
+DEPLOY_ARGS     ?=
+PACKER_ARGS     ?=
+MONITORING_DIR  := roles/monitoring/files/prometheus
+# Packer must find ansible-playbook (validate checks it; build runs it) and must not phone home.
+PACKER_ENV      := PATH="$(abspath $(BIN)):$$PATH" CHECKPOINT_DISABLE=1 PACKER_NO_COLOR=1
+
+.PHONY: lint-appliance lint-ansible lint-packer lint-monitoring image deploy deploy-check
+
+lint-appliance: lint-ansible lint-packer lint-monitoring
+
+lint-ansible:
+	$(BIN)/yamllint --strict .
+	$(BIN)/ansible-lint
+	$(BIN)/ansible-playbook --syntax-check playbooks/site.yml playbooks/deploy.yml
+
+lint-packer:
+	@command -v $(PACKER) >/dev/null || { echo "lint-packer: '$(PACKER)' not found (apt-get install packer)" >&2; exit 1; }
+	@test -x $(BIN)/ansible-playbook || { echo "lint-packer: $(BIN)/ansible-playbook not found (create the venv first)" >&2; exit 1; }
+	$(PACKER_ENV) $(PACKER) fmt -check -diff packer/
+	$(PACKER_ENV) HCLOUD_TOKEN="$${HCLOUD_TOKEN:-dummy-token-for-validate}" $(PACKER) validate packer/
+
+lint-monitoring:
+	@command -v $(PROMTOOL) >/dev/null || { echo "lint-monitoring: '$(PROMTOOL)' not found (apt-get install prometheus)" >&2; exit 1; }
+	$(PROMTOOL) check rules $(MONITORING_DIR)/rules/*.yml
+	$(PROMTOOL) check config $(MONITORING_DIR)/prometheus.yml
+	cd $(MONITORING_DIR)/tests && $(PROMTOOL) test rules *.test.yml
+	$(BIN)/python -c 'import json, sys; [json.load(open(f)) for f in sys.argv[1:]]' roles/monitoring/files/grafana/*.json
+
+image:
+	@if [ -z "$${HCLOUD_TOKEN:-}" ]; then \
+	  echo "make image: HCLOUD_TOKEN is not set. Create a read/write API token in the Hetzner Cloud Console" >&2; \
+	  echo "(Security > API tokens) and run: HCLOUD_TOKEN=... make image" >&2; exit 1; fi
+	@command -v $(PACKER) >/dev/null || { echo "make image: '$(PACKER)' not found (apt-get install packer)" >&2; exit 1; }
+	@test -x $(BIN)/ansible-playbook || { echo "make image: $(BIN)/ansible-playbook not found (create the venv first)" >&2; exit 1; }
+	$(PACKER_ENV) $(PACKER) build -only=hcloud.debian12 $(PACKER_ARGS) packer/
+
+deploy:
+	@test -x $(BIN)/ansible-playbook || { echo "make deploy: $(BIN)/ansible-playbook not found (create the venv first)" >&2; exit 1; }
+	$(BIN)/ansible-playbook -i $(APPLIANCE_INVENTORY) playbooks/site.yml $(DEPLOY_ARGS)
+
+deploy-check:
+	$(BIN)/ansible-playbook -i $(APPLIANCE_INVENTORY) playbooks/site.yml --check --diff $(DEPLOY_ARGS)

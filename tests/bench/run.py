@@ -1,0 +1,199 @@
+"""`make bench`: measure and print the figures the spec sets targets for. Not part of the test suite.
+
+1. ingest: the simulator (its own process, as fast as the ingester reads, zstd-compressed) -> the real ingester
+   process -> a private redis-server; events/s from the first to the last event buffered, and the ingester's CPU
+   seconds (it is single-threaded: events per CPU-second is its one-core throughput).
+2. flush: the same events, already in Redis, through one `Flusher.run_once()` in this process; events/s.
+3. storage: Parquet bytes / raw JSON bytes for those events, as flushed and after compaction.
+4. search: one day of generated events (8.1M by default) written through the flush's writer into a fresh data
+   directory and compacted, then the API under Gunicorn; p50/p95 of /search latency for a set of queries.
+
+Usage: python tests/bench/run.py [--ingest-events N] [--day-events N] [--skip-search]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import orjson
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "app"))
+
+from firehose import storage  # noqa: E402
+from firehose.buffer import Buffer  # noqa: E402
+from firehose.compact import Compactor  # noqa: E402
+from firehose.config import Settings  # noqa: E402
+from firehose.flush import Flusher, build_tables  # noqa: E402
+from firehose.generate import COMMON_WORD, PHRASE, RARE_WORD, TAG, EventGenerator, Profile  # noqa: E402
+from tests.conftest import free_port, start_redis, stop_process, wait_for_port  # noqa: E402
+
+CLI = [sys.executable, "-m", "firehose.cli"]
+DAY_START = "2026-05-25T00:00:00Z"
+DAY_START_US = 1_779_667_200_000_000
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*.parquet") if ".staging" not in p.parts)
+
+
+def bench_ingest_flush(work: Path, events: int) -> dict[str, float]:
+    """Ingest `events` from the simulator, then flush them; return the figures."""
+    server = start_redis(work / "redis", "--appendfsync", "everysec")
+    sim_port = free_port()
+    env = {**os.environ, "FIREHOSE_REDIS_URL": server.url, "FIREHOSE_DATA_DIR": str(work / "data"),
+           "FIREHOSE_INGEST_METRICS_PORT": "0"}
+    sim = subprocess.Popen([*CLI, "--log-level", "WARNING", "simulate", "--port", str(sim_port), "--rate", "0",
+                            "--start", DAY_START, "--events", str(events), "--seed", "7"], env=env)
+    ingester = None
+    try:
+        wait_for_port(sim_port)
+        client = server.client()
+        started = time.monotonic()
+        ingester = subprocess.Popen([*CLI, "--log-level", "WARNING", "ingest", "--url",
+                                     f"ws://127.0.0.1:{sim_port}/subscribe", "--cursor", "1"], env=env)
+        first = None
+        while True:
+            n = client.xlen("firehose:events")
+            if first is None and n > 0:
+                first = time.monotonic()
+            if n >= events:
+                break
+            if ingester.poll() is not None:
+                raise RuntimeError("the ingester exited early")
+            time.sleep(0.05)
+        done = time.monotonic()
+        cpu = _cpu_seconds(ingester.pid)
+    finally:
+        if ingester is not None:
+            stop_process(ingester)
+        stop_process(sim)
+    settings = Settings.from_env({"FIREHOSE_REDIS_URL": server.url, "FIREHOSE_DATA_DIR": str(work / "data")})
+    buffer = Buffer(server.client(), settings)
+    raw_bytes = sum(len(fields[b"e"]) for _, fields in buffer.client.xrange(settings.stream_key))
+    t0 = time.perf_counter()
+    result = Flusher(settings, buffer).run_once()
+    flush_s = time.perf_counter() - t0
+    flushed_bytes = dir_bytes(settings.data_dir)
+    Compactor(settings).run(dates=storage.list_dates(settings.data_dir, "likes"))
+    compacted_bytes = dir_bytes(settings.data_dir)
+    stop_process(server.proc)
+    return {
+        "events": events,
+        "ingest_events_per_s": events / (done - (first or started)),
+        "ingest_events_per_cpu_s": events / cpu if cpu else float("nan"),
+        "flush_events_per_s": result.entries / flush_s,
+        "raw_json_bytes": raw_bytes,
+        "parquet_bytes_flushed": flushed_bytes,
+        "parquet_bytes_compacted": compacted_bytes,
+        "ratio_flushed": flushed_bytes / raw_bytes,
+        "ratio_compacted": compacted_bytes / raw_bytes,
+    }
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def write_day(data_dir: Path, events: int, chunk: int = 200_000) -> tuple[int, float]:
+    """Generate one day of events and write them with the flush's writer; return raw bytes and seconds."""
+    settings = Settings.from_env({"FIREHOSE_DATA_DIR": str(data_dir)})
+    generator = EventGenerator(seed=11, start_us=DAY_START_US, profile=Profile(rate=events / 86_400, diurnal=True))
+    storage.ensure_layout(data_dir)
+    raw_bytes = 0
+    started = time.perf_counter()
+    for first in range(0, events, chunk):
+        last = min(events, first + chunk)
+        entries = [(f"{DAY_START_US // 1000 + i}-0".encode(), orjson.dumps(e))
+                   for i, e in enumerate(generator.iter_events(first, last), start=first)]
+        raw_bytes += sum(len(raw) for _, raw in entries)
+        tables, _, _ = build_tables(entries)
+        name = f"{entries[0][0].decode()}_{entries[-1][0].decode()}.parquet"
+        for (table, date), arrow_table in tables.items():
+            storage.write_parquet(arrow_table, storage.partition_dir(data_dir, table, date) / name,
+                                  zstd_level=settings.parquet_zstd_level, row_group_size=settings.parquet_row_group)
+        print(f"  wrote {last:,}/{events:,} events", end="\r", flush=True)
+    print()
+    Compactor(settings).run(dates=storage.list_dates(data_dir, "posts"))
+    return raw_bytes, time.perf_counter() - started
+
+
+def bench_search(work: Path, events: int, repetitions: int = 25) -> dict[str, dict[str, float]]:
+    """Latency of /search over one generated day, through Gunicorn."""
+    data = work / "day"
+    raw_bytes, seconds = write_day(data, events)
+    print(f"  one day: {events:,} events, {raw_bytes / 1e9:.2f} GB raw -> {dir_bytes(data) / 1e9:.3f} GB Parquet "
+          f"(ratio {dir_bytes(data) / raw_bytes:.3f}) in {seconds:.0f}s")
+    port = free_port()
+    env = {**os.environ, "FIREHOSE_DATA_DIR": str(data), "FIREHOSE_API_BIND": f"127.0.0.1:{port}",
+           "FIREHOSE_PLC_URL": "", "FIREHOSE_REDIS_URL": "redis://127.0.0.1:1/0"}
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    api = subprocess.Popen([str(gunicorn), "-c", "python:firehose.gunicorn_conf", "firehose.api:create_app()"],
+                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    queries = {
+        "common word": {"text": COMMON_WORD},
+        "rare word": {"text": RARE_WORD},
+        "phrase exact": {"text": PHRASE, "exact": "true"},
+        "hashtag": {"tag": TAG},
+        "no filter": {},
+        "two words": {"text": f"{COMMON_WORD} the"},
+    }
+    results = {}
+    try:
+        wait_for_port(port, timeout=30)
+        for name, params in queries.items():
+            url = f"http://127.0.0.1:{port}/search?" + urllib.parse.urlencode(params)
+            timings, rows = [], 0
+            for _ in range(repetitions):
+                t0 = time.perf_counter()
+                with urllib.request.urlopen(url, timeout=60) as response:
+                    rows = len(json.load(response)["results"])
+                timings.append((time.perf_counter() - t0) * 1000)
+            timings.sort()
+            results[name] = {"p50_ms": statistics.median(timings), "p95_ms": timings[int(0.95 * (len(timings) - 1))],
+                             "rows": rows}
+    finally:
+        stop_process(api)
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ingest-events", type=int, default=300_000)
+    parser.add_argument("--day-events", type=int, default=8_100_000)
+    parser.add_argument("--skip-search", action="store_true")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="firehose-bench-"))
+    try:
+        print(f"machine: {os.cpu_count()} cores; work dir {work}")
+        figures = bench_ingest_flush(work, args.ingest_events)
+        print(f"ingest : {figures['ingest_events_per_s']:,.0f} events/s wall "
+              f"({figures['ingest_events_per_cpu_s']:,.0f} per ingester CPU-second)   target >= 20,000 on one core")
+        print(f"flush  : {figures['flush_events_per_s']:,.0f} events/s (one process)          target >= 100,000")
+        print(f"storage: Parquet/raw {figures['ratio_flushed']:.3f} as flushed, {figures['ratio_compacted']:.3f} "
+              f"compacted ({figures['raw_json_bytes'] / 1e6:.0f} MB raw)   target <= 0.15")
+        if not args.skip_search:
+            search = bench_search(work, args.day_events)
+            for name, r in search.items():
+                print(f"search : {name:13} p50 {r['p50_ms']:7.1f} ms  p95 {r['p95_ms']:7.1f} ms  ({r['rows']} rows)"
+                      "   target p50 < 300 ms")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

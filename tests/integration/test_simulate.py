@@ -1,0 +1,321 @@
+"""The Jetstream simulator over real websocket connections on loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+import zstandard
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import ClientConnection, connect
+
+from firehose.config import ZSTD_DICTIONARY_PATH
+from firehose.generate import POST, EventGenerator
+from firehose.simulate import SimulatorOptions, SimulatorThread
+from tests.conftest import GOLDEN, free_port, stop_process, wait_for_port
+
+DAY = "2026-05-25T00:00:00Z"
+
+
+@contextlib.contextmanager
+def simulator(**options: Any) -> Iterator[SimulatorThread]:
+    """A simulator on a free port, in a background thread."""
+    with SimulatorThread(SimulatorOptions(port=free_port(), **options)) as sim:
+        yield sim
+
+
+def subscribe(sim: SimulatorThread, query: str = "") -> ClientConnection:
+    return connect(f"{sim.url}?{query}", compression=None, max_size=2**22, open_timeout=5)
+
+
+def receive(ws: ClientConnection, count: int | None = None, idle: float = 0.5) -> list[bytes]:
+    """Messages until `count` arrived or none came for `idle` seconds (text frames as UTF-8 bytes)."""
+    out: list[bytes] = []
+    while count is None or len(out) < count:
+        try:
+            message = ws.recv(timeout=idle)
+        except TimeoutError:
+            break
+        out.append(message.encode() if isinstance(message, str) else message)
+    return out
+
+
+def generated(sim: SimulatorThread) -> EventGenerator:
+    assert sim.generator is not None
+    return sim.generator
+
+
+def http_get(sim: SimulatorThread, path: str) -> tuple[int, str]:
+    conn = http.client.HTTPConnection("127.0.0.1", sim.simulator.port, timeout=5)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        conn.close()
+
+
+def golden_lines() -> list[bytes]:
+    return [line for line in GOLDEN.read_bytes().splitlines() if line.strip()]
+
+
+# -- cursor and sequence ----------------------------------------------------------------------------------------------
+
+
+def test_cursor_replay_is_exact() -> None:
+    with simulator(start=DAY, rate=0, events=3000, seed=4) as sim:
+        gen = generated(sim)
+        cursor = gen.time_us(1200)
+        start = gen.index_at_or_after(cursor)
+        with subscribe(sim, f"cursor={cursor}") as ws:
+            got = receive(ws, 3000 - start)
+            assert got == [gen.event_json(i) for i in range(start, 3000)]
+            assert receive(ws, idle=0.3) == []  # --events reached: the connection idles
+        times = {orjson.loads(m)["time_us"] for m in got}
+        assert all(gen.time_us(i) in times for i in range(3000) if gen.time_us(i) >= cursor)
+        assert min(times) >= cursor - gen.jitter_us
+
+
+def test_every_subscriber_sees_the_same_sequence() -> None:
+    with simulator(start=DAY, rate=0, events=1500) as sim:
+        with subscribe(sim, "cursor=1") as a, subscribe(sim, "cursor=1") as b:
+            assert receive(a, 1500) == receive(b, 1500)
+        # unpaced: a subscriber without a cursor starts where the fastest one got to (here: the end)
+        with subscribe(sim) as late:
+            assert receive(late, idle=0.3) == []
+        stats = sim.stats()
+        assert stats["events_produced"] == 3000 and stats["highest_index_sent"] == 1499
+        assert stats["bytes_produced"] == 2 * sum(len(generated(sim).event_json(i)) for i in range(1500))
+
+
+def test_first_subscriber_without_cursor_gets_everything_when_unpaced() -> None:
+    with simulator(start=DAY, rate=0, events=800) as sim, subscribe(sim) as ws:
+        assert receive(ws, 800) == [generated(sim).event_json(i) for i in range(800)]
+
+
+def test_live_mode_follows_the_clock() -> None:
+    with simulator(start="now", rate=400, seed=9) as sim:
+        time.sleep(0.3)
+        with subscribe(sim) as ws:
+            first = ws.recv(timeout=2)
+            began = time.monotonic()
+            got = [first.encode(), *receive(ws, idle=0.2, count=400)]
+            elapsed = time.monotonic() - began
+        now_us = time.time_ns() // 1000
+        gen = generated(sim)
+        start = next(i for i in range(10_000) if gen.event_json(i) == got[0])
+        assert start >= 60  # the first ~120 events happened before we subscribed
+        assert got == [gen.event_json(i) for i in range(start, start + len(got))]
+        assert 0.4 * 400 * elapsed <= len(got) - 1 <= 1.6 * 400 * elapsed + 20
+        assert all(now_us - 3_000_000 < orjson.loads(m)["time_us"] <= now_us for m in got)
+
+
+def test_paced_history_catches_up_then_follows() -> None:
+    with simulator(start=DAY, rate=300) as sim:
+        time.sleep(0.5)
+        with subscribe(sim, "cursor=1") as ws:
+            began = time.monotonic()
+            backlog = receive(ws, count=100)
+            caught_up = time.monotonic() - began
+            more = receive(ws, count=200)
+            total = time.monotonic() - began
+        assert caught_up < 0.2  # ~150 events existed already: they come at full speed
+        assert 0.15 < total < 2.0  # the rest at about 300/s
+        gen = generated(sim)
+        assert [*backlog, *more] == [gen.event_json(i) for i in range(300)]
+
+
+# -- parameters -----------------------------------------------------------------------------------------------------
+
+
+def test_compress_true_round_trips_with_the_dictionary() -> None:
+    dictionary = zstandard.ZstdCompressionDict(ZSTD_DICTIONARY_PATH.read_bytes())
+    decompressor = zstandard.ZstdDecompressor(dict_data=dictionary)
+    with simulator(start=DAY, rate=0, events=500) as sim, subscribe(sim, "compress=true&cursor=1") as ws:
+        frames = receive(ws, 500)
+        assert all(isinstance(f, bytes) for f in frames)
+        assert zstandard.get_frame_parameters(frames[0]).dict_id == dictionary.dict_id() == 1612007021
+        assert [decompressor.decompress(f) for f in frames] == [generated(sim).event_json(i) for i in range(500)]
+        stats = sim.stats()
+        assert stats["bytes_sent"] < 0.6 * stats["bytes_produced"]
+
+
+def test_wanted_collections_with_wildcard_and_wanted_dids() -> None:
+    with simulator(start=DAY, rate=0, events=3000, seed=2) as sim:
+        gen = generated(sim)
+        events = [gen.event(i) for i in range(3000)]
+
+        def expected(keep: Any) -> list[bytes]:
+            return [gen.event_json(i) for i, e in enumerate(events) if keep(e)]
+
+        query = "cursor=1&wantedCollections=app.bsky.graph.*&wantedCollections=app.bsky.feed.post"
+        with subscribe(sim, query) as ws:
+            got = receive(ws, idle=0.3)
+        want = expected(lambda e: e["kind"] != "commit" or e["commit"]["collection"].startswith("app.bsky.graph.")
+                        or e["commit"]["collection"] == POST)
+        assert got == want
+        kinds = {orjson.loads(m)["kind"] for m in got}
+        assert kinds == {"commit", "identity", "account"}  # identity and account are always sent
+
+        did = next(e["did"] for e in events if e["kind"] == "commit")
+        with subscribe(sim, f"cursor=1&wantedDids={did}") as ws:
+            assert receive(ws, idle=0.3) == expected(lambda e: e["did"] == did)
+
+
+def test_max_message_size_skips_larger_events() -> None:
+    with simulator(start=DAY, rate=0, events=1000) as sim:
+        gen = generated(sim)
+        with subscribe(sim, "cursor=1&maxMessageSizeBytes=450") as ws:
+            got = receive(ws, idle=0.3)
+        assert got == [gen.event_json(i) for i in range(1000) if len(gen.event_json(i)) <= 450]
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("cursor=abc", "cursor must be an integer"),
+        ("cursor=-5", "cursor must be >= 0"),
+        ("wantedCollections=not..valid", "invalid wantedCollections"),
+        ("wantedCollections=app.bsky.*.post", "invalid wantedCollections"),
+        ("&".join(f"wantedCollections=a.b.c{i}" for i in range(101)), "too many wantedCollections"),
+        ("wantedDids=alice", "invalid wantedDids"),
+        ("compress=yes-please", "compress must be true or false"),
+        ("maxMessageSizeBytes=-1", "maxMessageSizeBytes must be a non-negative integer"),
+        ("requireHello=maybe", "requireHello must be true or false"),
+    ],
+)
+def test_bad_parameters_get_400_with_a_message(query: str, message: str, shared_sim: SimulatorThread) -> None:
+    status, body = http_get(shared_sim, f"/subscribe?{query}")
+    assert status == 400 and message in body
+    with pytest.raises(InvalidStatus) as excinfo:
+        subscribe(shared_sim, query)
+    assert excinfo.value.response.status_code == 400
+
+
+@pytest.fixture(scope="module")
+def shared_sim() -> Iterator[SimulatorThread]:
+    with simulator(start=DAY, rate=0, events=100) as sim:
+        yield sim
+
+
+def test_http_endpoints(shared_sim: SimulatorThread) -> None:
+    assert http_get(shared_sim, "/health") == (200, "ok\n")
+    status, body = http_get(shared_sim, "/stats")
+    stats = json.loads(body)
+    assert status == 200
+    assert {"events_produced", "bytes_produced", "connections", "live_index", "mode", "seed"} <= set(stats)
+    status, body = http_get(shared_sim, "/elsewhere")
+    assert status == 404 and "/subscribe" in body
+
+
+# -- options_update ---------------------------------------------------------------------------------------------------
+
+
+def test_require_hello_and_options_update() -> None:
+    with simulator(start=DAY, rate=0, events=2000) as sim:
+        gen = generated(sim)
+        with subscribe(sim, "cursor=1&requireHello=true") as ws:
+            assert receive(ws, idle=0.3) == []  # nothing before the hello
+            ws.send(json.dumps({"type": "options_update",
+                                "payload": {"wantedCollections": ["app.bsky.feed.post"], "wantedDids": [],
+                                            "maxMessageSizeBytes": 0}}))
+            got = receive(ws, idle=0.3)
+        events = [gen.event(i) for i in range(2000)]
+        assert got == [gen.event_json(i) for i, e in enumerate(events)
+                       if e["kind"] != "commit" or e["commit"]["collection"] == POST]
+
+
+def test_options_update_changes_filters_mid_stream_and_bad_updates_close() -> None:
+    query = "cursor=1&wantedCollections=app.bsky.feed.like"
+    with simulator(start=DAY, rate=200) as sim, subscribe(sim, query) as ws:
+        assert receive(ws, count=20)
+        ws.send(json.dumps({"type": "options_update", "payload": {"wantedCollections": ["app.bsky.graph.*"]}}))
+        time.sleep(0.3)
+        receive(ws, idle=0.05)  # drain what was in flight
+        later = [orjson.loads(m) for m in receive(ws, idle=0.5, count=10)]
+        assert later and all(e["kind"] != "commit" or e["commit"]["collection"].startswith("app.bsky.graph.")
+                             for e in later)
+        ws.send(json.dumps({"type": "options_update", "payload": {"wantedCollections": ["no good"]}}))
+        with pytest.raises(ConnectionClosed) as excinfo:
+            while True:
+                ws.recv(timeout=2)
+        assert excinfo.value.rcvd is not None and excinfo.value.rcvd.code == 1008
+
+
+# -- replay -----------------------------------------------------------------------------------------------------------
+
+
+def test_replay_of_the_golden_file_is_verbatim() -> None:
+    lines = golden_lines()
+    with simulator(replay=GOLDEN, rate=0) as sim:
+        with subscribe(sim) as ws:
+            assert receive(ws, idle=0.3) == lines
+        cursor = sorted(orjson.loads(line)["time_us"] for line in lines)[5]
+        with subscribe(sim, f"cursor={cursor}") as ws:
+            assert receive(ws, idle=0.3) == [line for line in lines if orjson.loads(line)["time_us"] >= cursor]
+        with subscribe(sim, "cursor=1&wantedCollections=app.bsky.feed.like") as ws:
+            got = [orjson.loads(m) for m in receive(ws, idle=0.3)]
+            assert [e["kind"] for e in got] == ["commit", "identity", "account"]
+
+
+def test_replay_loop_repeats_the_file() -> None:
+    lines = golden_lines()
+    with simulator(replay=GOLDEN, rate=0, loop=True, events=25) as sim, subscribe(sim, "cursor=1") as ws:
+        assert receive(ws, idle=0.3) == [lines[i % len(lines)] for i in range(25)]
+
+
+# -- flow control -----------------------------------------------------------------------------------------------------
+
+
+def test_a_stalled_reader_stalls_its_producer_without_losing_events() -> None:
+    with simulator(start=DAY, rate=0) as sim:
+        gen = generated(sim)
+        with connect(f"{sim.url}?cursor=1", compression=None, max_queue=4, open_timeout=5, close_timeout=1) as ws:
+            time.sleep(0.7)
+            first = sim.stats()["events_produced"]
+            time.sleep(0.5)
+            second = sim.stats()["events_produced"]
+            assert first == second  # buffers are bounded: the producer waits for the reader
+            assert first < 100_000
+            # (on exit the client closes with unread messages queued: close_timeout keeps that short)
+            got = receive(ws, count=first + 500)
+            assert got == [gen.event_json(i) for i in range(first + 500)]
+
+
+# -- command line -----------------------------------------------------------------------------------------------------
+
+
+def test_cli_serves_and_stops_on_sigterm() -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "firehose.cli", "simulate", "--port", str(port), "--rate", "0", "--start", DAY,
+         "--events", "50", "--seed", "3"],
+        stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        wait_for_port(port)
+        with connect(f"ws://127.0.0.1:{port}/subscribe?cursor=1", compression=None) as ws:
+            got = receive(ws, idle=0.3)
+        gen = EventGenerator(seed=3, start_us=1_779_667_200_000_000)
+        assert got == [gen.event_json(i) for i in range(50)]
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+        assert proc.returncode == 0
+        assert f"ws://127.0.0.1:{port}/subscribe" in err
+    finally:
+        stop_process(proc)
+
+
+def test_cli_rejects_impossible_options() -> None:
+    result = subprocess.run([sys.executable, "-m", "firehose.cli", "simulate", "--rate", "0"],
+                            check=False, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and "--start" in result.stderr
