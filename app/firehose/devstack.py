@@ -144,9 +144,8 @@ def _child_env(state: Path, args: argparse.Namespace, jetstream: str) -> dict[st
         "FIREHOSE_API_METRICS_DIR": str(state / "prometheus"),
         "PYTHONUNBUFFERED": "1",
     })
-    if not args.jetstream_url:
-        env.setdefault("FIREHOSE_PLC_URL", "")  # the simulator's DIDs are not in any PLC directory
-        env["FIREHOSE_COMPRESS"] = env.get("FIREHOSE_COMPRESS", "true")
+    if not args.jetstream_url:  # the simulator's accounts are in no real PLC directory: it serves one itself
+        env["FIREHOSE_PLC_URL"] = f"http://127.0.0.1:{args.sim_port}/plc"
     return env
 
 

@@ -42,7 +42,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from firehose.config import ZSTD_DICTIONARY_PATH, Settings
-from firehose.generate import EVENTS_PER_DAY, EventGenerator, Profile, parse_time
+from firehose.generate import EVENTS_PER_DAY, EventGenerator, Profile, handle_for, parse_time
 
 log = logging.getLogger(__name__)
 
@@ -503,12 +503,20 @@ class Simulator:
         if path == "/health":
             return connection.respond(http.HTTPStatus.OK, "ok\n")
         if path == "/stats":
-            response = connection.respond(http.HTTPStatus.OK, orjson.dumps(self.stats()).decode() + "\n")
-            del response.headers["Content-Type"]
-            response.headers["Content-Type"] = "application/json"
-            return response
+            return _json_response(connection, http.HTTPStatus.OK, self.stats())
+        if path.startswith("/plc/did:plc:"):
+            return self._plc_document(connection, path.removeprefix("/plc/"))
         return connection.respond(http.HTTPStatus.NOT_FOUND,
-                                  "not found: subscribe at /subscribe, or GET /stats or /health\n")
+                                  "not found: subscribe at /subscribe, or GET /stats, /health or /plc/<did>\n")
+
+    def _plc_document(self, connection: ServerConnection, did: str) -> Response:
+        """A minimal PLC directory for the simulated accounts (`FIREHOSE_PLC_URL=http://host:port/plc`), so the
+        API shows the same handles the identity events carry."""
+        if len(did) != len("did:plc:") + 24 or not did[8:].isalnum():
+            return _json_response(connection, http.HTTPStatus.NOT_FOUND, {"message": f"DID not registered: {did}"})
+        return _json_response(connection, http.HTTPStatus.OK,
+                              {"id": did, "alsoKnownAs": [f"at://{handle_for(did)}"], "verificationMethod": [],
+                               "service": []})
 
     # -- websocket ----------------------------------------------------------------------------------------------
 
@@ -625,6 +633,13 @@ async def send_frames(ws: ServerConnection, frames: list[bytes], *, text: bool) 
 # ---------------------------------------------------------------------------------------------------------------
 # Running in a background thread (tests, validation)
 # ---------------------------------------------------------------------------------------------------------------
+
+
+def _json_response(connection: ServerConnection, status: http.HTTPStatus, body: Any) -> Response:
+    response = connection.respond(status, orjson.dumps(body).decode() + "\n")
+    del response.headers["Content-Type"]
+    response.headers["Content-Type"] = "application/json"
+    return response
 
 
 class SimulatorThread:

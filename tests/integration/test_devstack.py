@@ -39,6 +39,8 @@ def test_dev_stack_runs_end_to_end_and_stops_cleanly(tmp_path: Path) -> None:
             except OSError:
                 continue
         assert found, "no search results within 60 s"
+        # usernames are handles, from identity events or the simulator's PLC directory, not bare DIDs
+        assert any(not r["username"].startswith("did:") for r in found)
         assert get_json(f"http://127.0.0.1:{api}/health")["status"] == "ok"
     finally:
         proc.send_signal(signal.SIGINT)

@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from firehose.config import ZSTD_DICTIONARY_PATH
-from firehose.generate import POST, EventGenerator
+from firehose.generate import POST, EventGenerator, handle_for
 from firehose.simulate import SimulatorOptions, SimulatorThread
 from tests.conftest import GOLDEN, free_port, stop_process, wait_for_port
 
@@ -319,3 +319,12 @@ def test_cli_rejects_impossible_options() -> None:
     result = subprocess.run([sys.executable, "-m", "firehose.cli", "simulate", "--rate", "0"],
                             check=False, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "--start" in result.stderr
+
+
+def test_plc_directory_serves_the_handles_of_simulated_accounts(shared_sim: SimulatorThread) -> None:
+    did = generated(shared_sim).event(0)["did"]
+    status, body = http_get(shared_sim, f"/plc/{did}")
+    assert status == 200
+    assert json.loads(body)["alsoKnownAs"] == [f"at://{handle_for(did)}"]
+    status, body = http_get(shared_sim, "/plc/did:plc:nonsense")
+    assert status == 404 and "not registered" in body
