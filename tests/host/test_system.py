@@ -1,0 +1,70 @@
+"""Packages, the app user, configuration files and their permissions."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.host.conftest import var
+
+PACKAGES = ["redis-server", "prometheus-node-exporter", "nftables", "python3-venv", "unattended-upgrades"]
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_package_installed(host, name):
+    assert host.package(name).is_installed, f"Debian package {name} is not installed"
+
+
+def test_os_is_debian_12(host):
+    assert host.system_info.distribution == "debian"
+    assert host.system_info.release.split(".")[0] == "12"
+
+
+def test_app_user_is_a_system_account_without_login(host, app_user):
+    user = host.user(app_user)
+    assert user.exists, f"user {app_user} is missing"
+    assert user.uid < 1000, f"{app_user} is not a system account (uid {user.uid})"
+    assert user.shell in ("/usr/sbin/nologin", "/bin/false", "/usr/bin/false"), user.shell
+    assert user.group == app_user
+
+
+def test_config_dir_and_env_file_permissions(host, app_user):
+    d = host.file("/etc/firehose")
+    assert d.is_directory
+    assert d.user == "root"
+    assert d.mode & 0o002 == 0, f"/etc/firehose is world-writable: {oct(d.mode)}"
+    f = host.file("/etc/firehose/firehose.env")
+    assert f.is_file
+    assert (f.user, f.group) == ("root", app_user), f"owner {f.user}:{f.group}"
+    assert f.mode == 0o640, f"mode {oct(f.mode)}"
+
+
+def test_env_file_contents(env_file, data_dir, mount_path):
+    for key in ("FIREHOSE_REDIS_URL", "FIREHOSE_DATA_DIR", "FIREHOSE_JETSTREAM_URLS"):
+        assert key in env_file, f"{key} missing from /etc/firehose/firehose.env: {sorted(env_file)}"
+    assert env_file["FIREHOSE_REDIS_URL"].startswith("redis://127.0.0.1:6379"), env_file["FIREHOSE_REDIS_URL"]
+    assert data_dir == mount_path or data_dir.startswith(mount_path + "/"), (
+        f"the data dir {data_dir} is not on the volume mounted at {mount_path}"
+    )
+    # The test inventory points the ingester at the simulator on the host, never at the public Jetstream.
+    urls = env_file["FIREHOSE_JETSTREAM_URLS"].split(",")
+    assert urls and all(u.startswith("ws://127.0.0.1") or u.startswith("ws://localhost") for u in urls), urls
+
+
+def test_env_file_holds_no_example_secret(env_file):
+    for key, value in env_file.items():
+        if "PASSWORD" in key or "SECRET" in key or "TOKEN" in key:
+            assert value.lower() not in ("changeme", "secret", "password"), f"{key} has a placeholder value"
+
+
+def test_app_is_installed_in_a_venv(host):
+    home = var("base_app_home", "/opt/firehose")
+    out = host.run(f"ls -d {home}/venv*/bin/firehose {home}/*/bin/firehose 2>/dev/null | head -1")
+    exe = out.stdout.strip()
+    assert exe, f"no firehose entry point in a venv under {home}"
+    assert host.run_test(f"{exe} --version").succeeded, host.run(f"{exe} --version").stderr
+    assert host.run_test(f"{exe.rsplit('/', 1)[0]}/python -c 'import duckdb, pyarrow, redis, bottle'").succeeded
+
+
+def test_journald_is_limited(host):
+    out = host.run("cat /etc/systemd/journald.conf.d/*.conf 2>/dev/null")
+    assert "SystemMaxUse" in out.stdout, "journald has no size limit"
