@@ -253,6 +253,10 @@ class Ingester:
                     self.metrics.errors.labels("websocket").inc()
                     log.warning("connection to %s failed: %s", url, exc)
                     delivered = False
+                except redis.RedisError as exc:
+                    self.metrics.errors.labels("redis").inc()
+                    log.warning("Redis failed while (re)connecting (%s); retrying", exc)
+                    delivered = False
                 finally:
                     self.metrics.connected.set(0)
                     await self._write_pending()
