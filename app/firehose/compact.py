@@ -133,7 +133,7 @@ class Compactor:
                 path = out_dir / f"{COMPACT_PREFIX}{i:04d}.parquet"
                 con.execute(
                     f"COPY (SELECT {columns} FROM {source} ORDER BY {order} "
-                    f"LIMIT {self.target_rows} OFFSET {i * self.target_rows}) TO '{path}' "
+                    f"LIMIT {self.target_rows} OFFSET {i * self.target_rows}) TO {_sql_string(path)} "
                     f"(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL {self.settings.compact_zstd_level}, "
                     f"ROW_GROUP_SIZE {max(self.settings.parquet_row_group, 1_000_000)})",
                     {"files": [str(f) for f in files]},
@@ -148,6 +148,11 @@ class Compactor:
         for leftover in staging.glob("compact-*"):
             log.warning("removing leftover compaction work %s", leftover)
             shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _sql_string(path: Path) -> str:
+    """A path as an SQL string literal (COPY ... TO takes no parameters)."""
+    return "'" + str(path).replace("'", "''") + "'"
 
 
 def _fsync_file(path: Path) -> None:
