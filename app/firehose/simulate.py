@@ -5,7 +5,8 @@ Subscribe at `ws://HOST:PORT/subscribe` with Jetstream's query parameters: `want
 (repeatable, up to 10,000), `cursor` (unix µs), `compress=true` (each message one zstd frame made with the Jetstream
 dictionary), `maxMessageSizeBytes` and `requireHello`. Clients may send
 `{"type": "options_update", "payload": {...}}` text frames to change the filters. Bad parameters get HTTP 400 with
-a message; `GET /stats` returns JSON counters, `GET /health` returns 200, and `GET /plc/<did>` answers like a PLC directory for the simulated accounts (their handles), on the same port.
+a message. On the same port, `GET /stats` returns JSON counters, `GET /health` returns 200, and `GET /plc/<did>`
+answers like a PLC directory for the simulated accounts (their handles).
 
 The event sequence is global: event number i is the same for every subscriber (see `firehose.generate`). The live
 position advances with the wall clock (`--start now`), at `--rate` events per second from the server start (a
