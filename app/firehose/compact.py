@@ -135,7 +135,7 @@ class Compactor:
                     f"COPY (SELECT {columns} FROM {source} ORDER BY {order} "
                     f"LIMIT {self.target_rows} OFFSET {i * self.target_rows}) TO {_sql_string(path)} "
                     f"(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL {self.settings.compact_zstd_level}, "
-                    f"ROW_GROUP_SIZE {max(self.settings.parquet_row_group, 1_000_000)})",
+                    f"ROW_GROUP_SIZE {self.settings.compact_row_group})",
                     {"files": [str(f) for f in files]},
                 )
             return int(rows)

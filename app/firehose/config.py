@@ -101,7 +101,13 @@ class Settings:
     compact_zstd_level: int = _setting(
         "FIREHOSE_COMPACT_ZSTD_LEVEL", 9, "zstd level of compacted files (9: ~5% smaller than 3, still fast)."
     )
-    parquet_row_group: int = _setting("FIREHOSE_PARQUET_ROW_GROUP", 262_144, "Rows per Parquet row group.")
+    parquet_row_group: int = _setting("FIREHOSE_PARQUET_ROW_GROUP", 262_144, "Rows per row group of flush files.")
+    compact_row_group: int = _setting(
+        "FIREHOSE_COMPACT_ROW_GROUP",
+        131_072,
+        "Rows per row group of compacted files: search reads a day newest row group first and stops when the "
+        "page is full, so smaller groups answer common words sooner (1M-row groups: ~6x slower).",
+    )
     flush_metrics_file: Path | None = _setting(
         "FIREHOSE_FLUSH_METRICS_FILE",
         None,
@@ -167,8 +173,8 @@ class Settings:
         """Reject values no stage can work with, naming the variable."""
         positive = (
             "ingest_batch", "ingest_batch_ms", "high_water", "max_frame_bytes", "flush_chunk",
-            "parquet_row_group", "api_page_size", "api_max_results", "api_export_max_rows", "api_max_text_length",
-            "api_duckdb_threads",
+            "parquet_row_group", "compact_row_group", "api_page_size", "api_max_results", "api_export_max_rows",
+            "api_max_text_length", "api_duckdb_threads",
         )
         for name in positive:
             if getattr(self, name) <= 0:

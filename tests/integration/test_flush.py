@@ -8,6 +8,7 @@ from pathlib import Path
 
 import duckdb
 import orjson
+import pyarrow.parquet as pq
 import pytest
 
 from firehose.buffer import Buffer
@@ -139,7 +140,8 @@ def test_kill_9_during_flush_loses_and_doubles_nothing(redis_server: RedisServer
 
 
 def test_compaction_merges_a_day_into_sorted_files(redis_server: RedisServer, tmp_path: Path) -> None:
-    settings = settings_for(redis_server, tmp_path / "data", FIREHOSE_FLUSH_CHUNK="500")
+    settings = settings_for(redis_server, tmp_path / "data", FIREHOSE_FLUSH_CHUNK="500",
+                            FIREHOSE_COMPACT_ROW_GROUP="100")
     buffer = Buffer.connect(settings)
     append(buffer, synthetic_events(2000))
     Flusher(settings, buffer).run_once()
@@ -152,6 +154,9 @@ def test_compaction_merges_a_day_into_sorted_files(redis_server: RedisServer, tm
     assert all_rows(settings.data_dir) == before
     times = [r[0] for r in duckdb.sql(f"SELECT time_us FROM '{likes_day}/*.parquet'").fetchall()]
     assert times == sorted(times)
+    # small, time-ordered row groups: what lets a newest-first search stop early
+    metadata = pq.ParquetFile(likes_day / "compact-0000.parquet").metadata
+    assert metadata.num_row_groups == -(-len(times) // 100)
     assert Compactor(settings).run(now=dt.datetime(2026, 5, 27, tzinfo=dt.UTC)) == []
 
 
