@@ -1,0 +1,38 @@
+# Scaled validation runs (docs/validation.md): 1 day, 1 week, 1 month of firehose-shaped data, each writing
+# results/<run-id>/ (summary.json, REPORT.md, PNG plots, logs/) and pointing results/latest at it.
+# Included by the Makefile, which defines VENV, BIN and PYTHON.
+#
+#   make validate-day   [SCALE=1] [TARGET=host|local] [RUN_ID=...]   real pipeline: simulator -> ingester -> Redis -> flush
+#   make validate-week  [SCALE=1] [RUN_ID=...]                       generated straight into the flush's writer, here
+#   make validate-month [SCALE=1] [RUN_ID=...]                       the same over 30 days
+#
+# SCALE   fraction of 8.1M events per simulated day (CI: SCALE=0.005, about 40k events)
+# TARGET  host = the booted test host (`make host-up` first); local = the `make run` stack on private ports here.
+#         The week and month runs always run here (the test host's 4 GiB volume does not hold them).
+# Exit status: 0 accounting exact, 1 accounting failed, 2 the run could not be carried out.
+
+SCALE                   ?= 1
+TARGET                  ?= host
+RUN_ID                  ?=
+VALIDATE_FLUSH_INTERVAL ?= 30
+WARM_REPS               ?= 20
+COLD_REPS               ?= 20
+VALIDATE_ARGS           ?=
+
+VALIDATE = $(PYTHON) -m tests.validation.harness
+VALIDATE_COMMON = --scale $(SCALE) $(if $(RUN_ID),--run-id '$(RUN_ID)') --warm-reps $(WARM_REPS) \
+  --cold-reps $(COLD_REPS) $(VALIDATE_ARGS)
+
+.PHONY: validate-day validate-week validate-month test-validation
+
+validate-day: deps venv ## 1 simulated day (8.1M x SCALE events), real pipeline on TARGET=host|local; results/<run-id>
+	$(VALIDATE) day --target $(TARGET) --flush-interval $(VALIDATE_FLUSH_INTERVAL) $(VALIDATE_COMMON)
+
+validate-week: venv ## 7 simulated days (56.7M x SCALE events) through the flush's writer here; results/<run-id>
+	$(VALIDATE) week --target local $(VALIDATE_COMMON)
+
+validate-month: venv ## 30 simulated days (243M x SCALE events) through the flush's writer here; results/<run-id>
+	$(VALIDATE) month --target local $(VALIDATE_COMMON)
+
+test-validation: deps venv ## the validation harness's own checks (accounting, summary keys, a tiny local run)
+	$(BIN)/pytest -q tests/validation

@@ -1,0 +1,200 @@
+"""Week and month runs: events generated straight into the flush's writer, then compacted, served and queried.
+
+A week at scale 1 is 56.7M events and a month 243M, more than the websocket path can carry on one machine in
+reasonable time, so these runs skip the websocket, the ingester and Redis and use the flush's own code from the
+stream entry onwards:
+
+1. the generator (the simulator's, same seed/profile/diurnal curve) makes the events of one simulated day,
+   serialised exactly as the simulator sends them, `flush_chunk` events at a time;
+2. each chunk becomes stream-like entries `(id, json)` and goes through `flush.build_tables` (decode, dedupe,
+   route into TableBatch columns, Arrow tables per (table, date)) and `storage.write_parquet` (zstd, the
+   flush's row groups and encodings, temp file + fsync + rename) under the flush's file name scheme
+   `<first id>_<last id>.parquet`; the ids carry the chunk's simulated time in ms;
+3. when every day is written, each (table, day) partition is compacted by `Compactor.compact_partition` (the
+   daily compaction's code: DuckDB sort, zstd 9, atomic directory exchange);
+4. the API runs under Gunicorn over the data directory for the HTTP suite; DuckDB runs the analytical queries.
+
+Raw JSON is never written: its bytes are counted as each event is serialised. Days are generated in parallel
+by `--workers` processes (default: one per core).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import itertools
+import multiprocessing
+import resource
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from firehose import storage
+from firehose.compact import Compactor
+from firehose.config import Settings
+from firehose.flush import build_tables, file_name
+from firehose.generate import EVENTS_PER_DAY, EventGenerator, Profile, parse_time
+from tests.validation import probe
+from tests.validation.accounting import Accounting, expected_rows
+from tests.validation.day import Say
+from tests.validation.local import LocalApi, base_env
+from tests.validation.procs import Processes
+from tests.validation.queries import build_suite, run_suite
+from tests.validation.report import RunResult, this_machine
+
+BULK_PATH = (
+    "Generated straight into the flush's writer on this machine (the week/month path): the simulator's generator "
+    "(same seed, diurnal profile and JSON bytes) -> `flush.build_tables` (decode, dedupe, route, Arrow) -> "
+    "`storage.write_parquet` with the flush's file names, {chunk:,} events per batch, {workers} days in "
+    "parallel -> `Compactor.compact_partition` per table and finished day -> the API under Gunicorn for the HTTP "
+    "suite, DuckDB directly on the Parquet for the analytical queries. No websocket, ingester or Redis: those "
+    "are measured by the day run. Raw JSON bytes are counted as events are serialised, never stored.")
+
+
+def day_bounds(generator: EventGenerator, start_us: int, days: int, total: int) -> list[tuple[int, int]]:
+    """Event index range [lo, hi) of each simulated day (by base time; the last day ends at `total`)."""
+    edges = [min(total, generator.index_at_or_after(start_us + d * 86_400_000_000)) for d in range(days)] + [total]
+    edges[0] = 0
+    return list(itertools.pairwise(edges))
+
+
+def chunk_ids(count: int, base_ms: int) -> list[bytes]:
+    """Stream-like ids for a chunk: the chunk's simulated time in ms, then the position within the chunk."""
+    return [f"{base_ms}-{k}".encode() for k in range(count)]
+
+
+def write_day(task: dict[str, Any]) -> dict[str, Any]:
+    """Generate one day's events into Parquet through the flush's writer (runs in a worker process)."""
+    settings = Settings.from_env({"FIREHOSE_DATA_DIR": task["data_dir"]})
+    data_dir = settings.data_dir
+    generator = EventGenerator(task["seed"], task["start_us"], Profile(rate=task["rate"], diurnal=True))
+    lo, hi, chunk = task["lo"], task["hi"], settings.flush_chunk
+    raw_bytes, duplicates, rows, batches = 0, 0, Counter(), []
+    dumps = orjson.dumps
+    started = time.perf_counter()
+    for first in range(lo, hi, chunk):
+        last = min(hi, first + chunk)
+        jsons = [dumps(event) for event in generator.iter_events(first, last)]
+        raw_bytes += sum(len(j) for j in jsons)
+        t0 = time.perf_counter()
+        entries = list(zip(chunk_ids(len(jsons), generator.base_us(first) // 1000), jsons, strict=True))
+        tables, dropped, _ = build_tables(entries)
+        name = file_name(entries[0][0], entries[-1][0])
+        for (table, date), arrow_table in sorted(tables.items()):
+            storage.write_parquet(arrow_table, storage.partition_dir(data_dir, table, date) / name,
+                                  zstd_level=settings.parquet_zstd_level, row_group_size=settings.parquet_row_group)
+            rows[table] += arrow_table.num_rows
+        duplicates += dropped
+        batches.append({"entries": len(entries), "duplicates": dropped, "seconds": time.perf_counter() - t0,
+                        "files": len(tables), "kib": 0.0, "first": entries[0][0].decode(),
+                        "last": entries[-1][0].decode()})
+    return {"day": task["day"], "events": hi - lo, "raw_bytes": raw_bytes, "duplicates": duplicates,
+            "rows": dict(rows), "batches": batches, "seconds": time.perf_counter() - started,
+            "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def compact_one(task: tuple[str, str, str]) -> dict[str, Any]:
+    """Compact one (table, date) partition (runs in a worker process; nothing else writes meanwhile)."""
+    data_dir, table, date = task
+    settings = Settings.from_env({"FIREHOSE_DATA_DIR": data_dir})
+    files = storage.partition_files(settings.data_dir, table, date)
+    t0 = time.perf_counter()
+    Compactor(settings).compact_partition(table, date, files)
+    return {"table": table, "date": date, "seconds": time.perf_counter() - t0,
+            "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def run_bulk(args: argparse.Namespace, days: int, logs: Path, work: Path, say: Say) -> RunResult:
+    """The week or month run (see the module docstring)."""
+    total = max(1000, round(EVENTS_PER_DAY * days * args.scale))
+    start_us = parse_time(args.start)
+    end_us = start_us + days * 86_400_000_000
+    rate = total / (days * 86_400)
+    generator = EventGenerator(args.seed, start_us, Profile(rate=rate, diurnal=True))
+    data_dir = work / "data"
+    storage.ensure_layout(data_dir)
+    workers = args.workers or multiprocessing.cpu_count()
+    bounds = day_bounds(generator, start_us, days, total)
+    tasks = [{"day": d, "lo": lo, "hi": hi, "seed": args.seed, "start_us": start_us, "rate": rate,
+              "data_dir": str(data_dir)} for d, (lo, hi) in enumerate(bounds) if hi > lo]
+    say(f"generating {total:,} events over {days} days into {data_dir} with {workers} workers")
+    timings: dict[str, float] = {}
+    peaks: dict[str, float] = {}
+    t0 = time.monotonic()
+    ctx = multiprocessing.get_context("spawn")
+    done = []
+    with ctx.Pool(workers) as pool:
+        for result in pool.imap_unordered(write_day, tasks):
+            done.append(result)
+            peaks["generate-worker"] = max(peaks.get("generate-worker", 0.0), result["maxrss_mb"])
+            say(f"  day {result['day'] + 1}/{days}: {result['events']:,} events in {result['seconds']:.0f}s "
+                f"({result['events'] / result['seconds']:,.0f}/s)")
+        timings["generate_write_s"] = time.monotonic() - t0
+        flushed = sum(p.stat().st_size for p in data_dir.glob("*/date=*/*.parquet"))
+        t1 = time.monotonic()
+        parts = [(str(data_dir), t, d) for t in probe.TABLES for d in storage.list_dates(data_dir, t)]
+        for result in pool.imap_unordered(compact_one, parts):
+            peaks["compact-worker"] = max(peaks.get("compact-worker", 0.0), result["maxrss_mb"])
+        timings["compact_s"] = time.monotonic() - t1
+    say(f"  wrote and compacted in {timings['generate_write_s']:.0f}s + {timings['compact_s']:.0f}s")
+    counts = probe.count(data_dir, start_us - 60_000_000, end_us + 60_000_000)
+    written = Counter()
+    for r in done:
+        written.update(r["rows"])
+    generated = sum(r["events"] for r in done)
+    duplicate = sum(r["duplicates"] for r in done)
+    accounting = Accounting(generated, duplicate, expected_rows(generator, 0, total), counts["rows"],
+                            counts["duplicate_keys"], {"rows_written_by_the_writer": sum(written.values()),
+                                                       "dropped_by_writer_dedupe": duplicate})
+    say(f"accounting: generated {generated:,}, duplicate {duplicate:,}, stored {accounting.events_stored:,} -> "
+        f"{'OK' if accounting.ok else 'FAILED'}")
+    queries, analytics = bulk_queries(args, days, data_dir, logs, work, say=say, timings=timings,
+                                      peaks=peaks)
+    raw = sum(r["raw_bytes"] for r in done)
+    batches = [b for r in sorted(done, key=lambda r: r["day"]) for b in r["batches"]]
+    per_day = {dt.datetime.fromtimestamp((start_us + r["day"] * 86_400_000_000) / 1e6, tz=dt.UTC).strftime(
+        "%m-%d"): r["events"] / r["seconds"] for r in done}
+    params = {"scale": args.scale, "days": days, "events (target)": total, "simulated start": args.start,
+              "seed": args.seed, "diurnal": "sine, peak/trough 1.6, peak 15:00 UTC", "workers": workers,
+              "batch (flush_chunk)": Settings().flush_chunk, "warm reps": args.warm_reps,
+              "cold reps": args.cold_reps, "analytics reps (max)": args.analytics_reps}
+    rate_all = generated / timings["generate_write_s"]
+    notes = [f"Parquet as written, before compaction: {flushed:,} bytes (ratio {flushed / raw:.4f})",
+             f"`ingest_events_per_s` here is the generate + build_tables + write_parquet rate of {workers} "
+             "workers together (no websocket or Redis); the ingest target is measured by the day run."]
+    return RunResult(
+        "week" if days == 7 else "month" if days == 30 else f"{days}-day", args.run_id, "local",
+        BULK_PATH.format(chunk=Settings().flush_chunk, workers=workers), params, accounting, raw, counts["bytes"],
+        rate_all, f"{generated:,} events generated and written in {timings['generate_write_s']:.0f} s by {workers} "
+        "processes (not an ingest rate)", batches, [], queries, analytics, {k: round(v, 1) for k, v in
+                                                                              peaks.items()}, timings,
+        this_machine(work), per_day_rates=per_day, notes=notes)
+
+
+def bulk_queries(args: argparse.Namespace, days: int, data_dir: Path, logs: Path, work: Path, *, say: Say,
+                 timings: dict[str, float], peaks: dict[str, float]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The HTTP suite over the generated data (API under Gunicorn) and the analytical queries."""
+    end_day = dt.datetime.fromtimestamp(parse_time(args.start) / 1e6, tz=dt.UTC).date() + dt.timedelta(days=days)
+    username = probe.pick_username(data_dir)
+    suite = build_suite(end_day, days, username)
+    say(f"query suite: {len(suite)} requests x ({args.cold_reps} cold + {args.warm_reps} warm); username {username}")
+    t0 = time.monotonic()
+    with Processes(logs, base_env(work, 1)) as procs:
+        api = LocalApi(procs, {**base_env(work, 1), "FIREHOSE_DATA_DIR": str(data_dir)}, work)
+        api.start()
+        queries = run_suite(api, suite, args.warm_reps, args.cold_reps, say)
+        if api.proc is not None:
+            procs.note_peak(api.proc, tree=True)
+        api.stop()
+        peaks.update(procs.peak_rss_mb)
+    timings["http_queries_s"] = time.monotonic() - t0
+    t0 = time.monotonic()
+    analytics = probe.analytics(data_dir, args.analytics_reps, 60.0)
+    timings["analytics_s"] = time.monotonic() - t0
+    for name, r in analytics.items():
+        say(f"  {name:38} p50 {r['p50']:8.1f} ms p95 {r['p95']:8.1f} ms rows {r['rows']} ({r['reps']} reps)")
+    peaks["harness"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return queries, analytics

@@ -1,0 +1,120 @@
+"""Checks of the validation harness itself: accounting, replay bookkeeping, log parsing, summary keys, a tiny run.
+
+`make test-validation` runs them (they are not part of `make test`: the last one runs the whole day pipeline).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from firehose.generate import EventGenerator, Profile
+from firehose.schema import TABLE_NAMES
+from tests.validation import bulk, harness, probe
+from tests.validation.accounting import Accounting, expected_rows, table_of
+from tests.validation.day import parse_flush_batches
+from tests.validation.report import SUMMARY_KEYS, RunResult, summary, write_all
+from tests.validation.simulator import replayed_ranges
+
+pytestmark = pytest.mark.validation
+
+START_US = 1_779_667_200_000_000
+
+
+def test_expected_rows_match_the_kind_sequence() -> None:
+    gen = EventGenerator(3, START_US, Profile(rate=10.0))
+    for start, stop in ((0, 2500), (17, 3333), (990, 1010), (0, 0)):
+        want = dict.fromkeys(TABLE_NAMES, 0)
+        for i in range(start, stop):
+            want[table_of(gen.kind_of(i))] += 1
+        assert expected_rows(gen, start, stop) == want
+
+
+def test_expected_rows_match_what_the_flush_writes(tmp_path: Path) -> None:
+    task = {"day": 0, "lo": 0, "hi": 3000, "seed": 5, "start_us": START_US, "rate": 3000 / 86_400,
+            "data_dir": str(tmp_path)}
+    written = bulk.write_day(task)
+    gen = EventGenerator(5, START_US, Profile(rate=3000 / 86_400, diurnal=True))
+    counts = probe.count(tmp_path, START_US - 60_000_000, START_US + 86_460_000_000)
+    assert counts["rows"] == expected_rows(gen, 0, 3000) == {t: written["rows"].get(t, 0) for t in TABLE_NAMES}
+    assert not any(counts["duplicate_keys"].values())
+    assert written["raw_bytes"] == sum(len(gen.event_json(i)) for i in range(3000))
+
+
+def _accounting(stored_delta: int = 0, dup_keys: int = 0) -> Accounting:
+    expected = dict.fromkeys(TABLE_NAMES, 10)
+    stored = {**expected, "likes": 10 + stored_delta}
+    return Accounting(120, 20, expected, stored, {**dict.fromkeys(TABLE_NAMES, 0), "posts": dup_keys})
+
+
+def test_accounting_passes_only_when_exact() -> None:
+    assert _accounting().ok
+    assert _accounting().events_stored == 100
+    missing = _accounting(stored_delta=-1)
+    assert not missing.ok
+    assert any("events_stored 99 != events_generated 120 - events_duplicate 20" in p for p in missing.problems())
+    assert any("table likes" in p for p in missing.problems())
+    assert not _accounting(dup_keys=1).ok
+
+
+def test_replayed_ranges() -> None:
+    # connection 2 started at 900 after connection 1 ended at 1000; connection 3 at 1900 after 2 ended at 2000
+    assert replayed_ranges([0, 900, 1900], [1000, 2000]) == [(900, 1000), (1900, 2000)]
+    assert replayed_ranges([0], []) == []
+    assert replayed_ranges([0, 1000], [1000]) == []
+
+
+def test_flush_log_parsing_both_formats() -> None:
+    text = ("x INFO firehose.flush: batch 1-0..2-0: 300000 events, 5 duplicates, 11 files, 31599.7 KiB in 5.85s\n"
+            "x INFO firehose.flush: batch 3-0..4-0: 200 entries, 0 duplicates, 2 files, 3.5 KiB in 0.01s\n")
+    batches = parse_flush_batches(text)
+    assert [(b["entries"], b["duplicates"], b["seconds"]) for b in batches] == [(300000, 5, 5.85), (200, 0, 0.01)]
+
+
+def _result(**overrides: Any) -> RunResult:
+    base: dict[str, Any] = dict(
+        kind="day", run_id="unit", target="local", path="p", params={"scale": 0.001, "days": 1},
+        accounting=_accounting(), raw_json_bytes=1000, parquet_bytes_by_table={"likes": {"2026-05-25": 100}},
+        ingest_events_per_s=25_000.0, ingest_note="n",
+        flush_batches=[{"entries": 300, "duplicates": 0, "seconds": 0.5}, {"entries": 300, "duplicates": 0,
+                                                                          "seconds": 1.5}],
+        samples=[{"t": 1.0, "events_added": 0, "length": 0, "events_buffered": 0},
+                 {"t": 2.0, "events_added": 50, "length": 1, "events_buffered": 50}],
+        queries={"common_word_1d": {"p50": 10.0, "p95": 20.0, "rows": 50},
+                 "common_word_1d_cold": {"p50": 100.0, "p95": 200.0, "rows": 50}},
+        analytics={"earliest_posters": {"p50": 1.0, "p95": 2.0, "rows": 3, "reps": 20, "sample": [["did", 1]]}},
+        peak_rss_mb={"ingest": 50.0}, timings={"ingest_s": 1.0}, machine={"cores": "2"})
+    base.update(overrides)
+    return RunResult(**base)
+
+
+def test_summary_has_exactly_the_issue_keys(tmp_path: Path) -> None:
+    data = summary(_result())
+    assert tuple(k for k in data if k != "extra") == SUMMARY_KEYS
+    assert data["storage_ratio"] == 0.1
+    assert data["flush_batch_seconds_p50"] == 1.0 and data["flush_batch_seconds_p95"] == 1.5
+    assert set(data["query_ms"]["earliest_posters"]) == {"p50", "p95", "rows"}
+    out = tmp_path / "unit"
+    write_all(_result(), out, tmp_path)
+    assert json.loads((out / "summary.json").read_text())["events_stored"] == 100
+    assert (tmp_path / "latest").resolve() == out.resolve()
+    for name in ("REPORT.md", "ingest_rate.png", "stream_depth.png", "flush_batches.png", "parquet_bytes.png",
+                 "query_latency.png"):
+        assert (out / name).stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_tiny_local_day_run(tmp_path: Path) -> None:
+    """The whole day path on about 4k events: exit 0, exact accounting, every file written."""
+    status = harness.main(["day", "--target", "local", "--scale", "0.0005", "--run-id", "tiny",
+                           "--results", str(tmp_path / "results"), "--work", str(tmp_path / "work"),
+                           "--flush-interval", "2", "--warm-reps", "2", "--cold-reps", "1", "--analytics-reps", "2"])
+    out = tmp_path / "results" / "tiny"
+    data = json.loads((out / "summary.json").read_text())
+    assert status == 0, data["extra"]["accounting_problems"]
+    assert data["events_stored"] == data["events_generated"] - data["events_duplicate"] == 4050
+    assert data["events_duplicate"] > 0  # the deliberate restarts replayed events
+    assert not (tmp_path / "work" / "tiny").exists()  # the data is removed after the run
