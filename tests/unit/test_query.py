@@ -405,3 +405,18 @@ def test_identity_lookups(tmp_path: Path) -> None:
                                                                           "did:plc:b": "b.test"}
     assert s.identity_did("new.test") == "did:plc:a"
     assert s.identity_did("nobody.test") is None
+
+
+def test_re2_literal_matches_every_punctuation_literally() -> None:
+    import string as _string
+
+    import duckdb as _duckdb
+
+    from firehose.query import re2_literal
+
+    needle = _string.punctuation + " Ünïcødé 猫 😀"
+    con = _duckdb.connect()
+    hit = con.execute("SELECT regexp_matches(?, ?)", ["x" + needle.upper() + "y", "(?i)" + re2_literal(needle)])
+    assert hit.fetchall() == [(True,)]
+    near = con.execute("SELECT regexp_matches(?, ?)", [needle.replace("%", "a"), "(?i)" + re2_literal(needle)])
+    assert near.fetchall() == [(False,)]
