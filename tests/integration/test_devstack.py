@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -69,5 +70,10 @@ def test_dev_stack_runs_end_to_end_and_stops_cleanly(tmp_path: Path) -> None:
         server.terminate()
         server.wait(10)
     data = tmp_path / "var" / "data"
+    # what a researcher types: the DuckDB CLI over the hive-partitioned glob
+    cli = subprocess.run([str(Path(sys.executable).with_name("duckdb")), "-csv", "-noheader", "-c",
+                          f"select count(*) from '{data}/posts/**/*.parquet'"], capture_output=True, text=True,
+                         check=True)
+    assert int(cli.stdout.strip()) > 0
     newest = duckdb.sql(f"SELECT max(time_us) FROM read_parquet('{data}/*/*/*.parquet', union_by_name=true)").fetchall()
     assert newest[0][0] == written
