@@ -194,20 +194,6 @@ class Buffer:
         rows = self.client.xrevrange(self.stream, count=1)
         return rows[0][0] if rows else None
 
-    def oldest_pending_id(self) -> bytes | None:
-        """The smallest id any consumer of the flush group has read but not acknowledged."""
-        summary = self.client.xpending(self.stream, self.group)
-        return summary["min"] if summary and summary.get("pending") else None
-
-    def last_delivered_id(self) -> bytes | None:
-        """The last id delivered to the flush group (everything after it is unread)."""
-        for group in self.client.xinfo_groups(self.stream):
-            if group["name"] in (self.group, self.group.encode()):
-                value = group["last-delivered-id"]
-                return value if isinstance(value, bytes) else str(value).encode()
-        return None
-
-
 def _is_oom(exc: Exception) -> bool:
     return str(exc).startswith("OOM") or "OOM command not allowed" in str(exc)
 
