@@ -66,7 +66,7 @@ def bench_ingest_flush(work: Path, events: int) -> dict[str, float]:
                                      f"ws://127.0.0.1:{sim_port}/subscribe", "--cursor", "1"], env=env)
         first = None
         while True:
-            n = client.xlen("firehose:events")
+            n = int(client.hget("firehose:cursor", "events_in") or 0)  # events appended so far
             if first is None and n > 0:
                 first = time.monotonic()
             if n >= events:
