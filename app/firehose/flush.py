@@ -25,7 +25,6 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pyarrow as pa
@@ -34,7 +33,7 @@ from firehose import storage
 from firehose.buffer import SEPARATOR, Buffer, Entry, id_ms, id_tuple, split_events
 from firehose.config import Settings
 from firehose.faults import Failpoints
-from firehose.schema import TABLE_NAMES, TableBatch, event_key
+from firehose.schema import TABLE_NAMES, TableBatch
 
 log = logging.getLogger("firehose.flush")
 
@@ -111,26 +110,19 @@ def paused_gc() -> Iterator[None]:
 
 def _build_tables(entries: Sequence[Entry]) -> tuple[dict[tuple[str, str], pa.Table], int, int]:
     batch = TableBatch()
-    seen: set[tuple[Any, ...]] = set()
-    duplicates = 0
     raw_bytes = 0
     loads, decode_error = orjson.loads, orjson.JSONDecodeError
     for entry_id, blob in entries:
         fallback_us = id_ms(entry_id) * 1000
-        for raw in split_events(blob):
-            raw_bytes += len(raw)
+        events = split_events(blob)
+        raw_bytes += len(blob) - len(events) + 1 if events else 0
+        for raw in events:
             try:
                 event = loads(raw)
             except decode_error:
                 event = None
-            if isinstance(event, dict):
-                key = event_key(event)
-                if key in seen:
-                    duplicates += 1
-                    continue
-                seen.add(key)
             batch.add(event, raw, fallback_us)
-    return batch.tables(), duplicates, raw_bytes
+    return batch.tables(), batch.duplicates, raw_bytes
 
 
 class Flusher:

@@ -351,7 +351,7 @@ _DAY_US = 86_400_000_000
 
 
 class TableBatch:
-    """Rows of one flush batch, accumulated as tuples (in column order) per (table, date).
+    """Rows of one flush batch, accumulated as tuples (in column order) per (table, date), without replays.
 
     `add` routes like `route` does, with fast paths for the plain shapes of likes, reposts, follows and blocks
     (about 80% of the firehose) that build their tuple directly; every other event goes through `route`. The
@@ -361,15 +361,31 @@ class TableBatch:
     def __init__(self) -> None:
         self._rows: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
         self._day_names: dict[int, str] = {}
+        self._seen: set[tuple[Any, ...]] = set()
+        self.duplicates = 0
 
-    def add(self, event: Any, raw: bytes, fallback_time_us: int) -> str:
-        """Add one decoded event (or None when it was not JSON); return the table it went to."""
+    def add(self, event: Any, raw: bytes, fallback_time_us: int) -> str | None:
+        """Add one decoded event (or None when it was not JSON); return its table, or None for a replay.
+
+        A replay is an event whose `event_key` was already added to this batch (the first one wins).
+        """
         if isinstance(event, dict) and event.get("kind") == "commit":
             plain = _plain_row(event)
             if plain is not None:
-                table, values = plain
+                table, values, collection = plain
+                key = (values[0], values[1], "c", collection, values[4], "create", values[2])  # == event_key
+                if key in self._seen:
+                    self.duplicates += 1
+                    return None
+                self._seen.add(key)
                 self._table_rows(table, values[1]).append(values)
                 return table
+        if isinstance(event, dict):
+            key = event_key(event)
+            if key in self._seen:
+                self.duplicates += 1
+                return None
+            self._seen.add(key)
         table, row = route(event, raw) if event is not None else ("records", records_row({}, raw))
         time_us = row.get("time_us")
         rows = self._table_rows(table, time_us if isinstance(time_us, int) else fallback_time_us)
@@ -398,8 +414,8 @@ class TableBatch:
         return out
 
 
-def _plain_row(event: dict[str, Any]) -> tuple[str, tuple[Any, ...]] | None:
-    """(table, row tuple) for a plain like/repost/follow/block create; None when it needs the general path."""
+def _plain_row(event: dict[str, Any]) -> tuple[str, tuple[Any, ...], str] | None:
+    """(table, row tuple, collection) for a plain like/repost/follow/block create; None for the general path."""
     commit = event.get("commit")
     if type(commit) is not dict or commit.get("operation") != "create":
         return None
@@ -419,10 +435,10 @@ def _plain_row(event: dict[str, Any]) -> tuple[str, tuple[Any, ...]] | None:
                 or type(subject["cid"]) is not str):
             return None
         return table, (did, time_us, rev, "create", rkey, cid, created_at, subject["uri"], subject["cid"], None,
-                       None, None)
+                       None, None), collection
     table = _DID_TABLES.get(collection)
     if table is not None and type(subject) is str:
-        return table, (did, time_us, rev, "create", rkey, cid, created_at, subject, None)
+        return table, (did, time_us, rev, "create", rkey, cid, created_at, subject, None), collection
     return None
 
 

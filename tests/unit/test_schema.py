@@ -155,6 +155,7 @@ def test_fast_paths_of_the_batch_agree_with_route() -> None:
         if event.get("kind") == "commit" and "record" in event["commit"]:
             odd = orjson.loads(raw)
             odd["commit"]["record"]["extra"] = 1  # a field without a column: takes the general path
+            odd["commit"]["rkey"] += "x"  # another event (the same key would be dropped as a replay)
             variants.append((orjson.dumps(odd), odd))
     batch = schema.TableBatch()
     expected: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -167,3 +168,12 @@ def test_fast_paths_of_the_batch_agree_with_route() -> None:
     for key, rows in expected.items():
         want = schema.to_arrow(key[0], sorted(rows, key=lambda r: r["time_us"]))
         assert built[key].equals(want), key
+
+
+def test_the_batch_drops_replays_on_both_paths() -> None:
+    batch = schema.TableBatch()
+    lines = [line for line, _ in golden()]
+    for raw in lines + lines:  # every event twice: the plain fast path (likes...) and the general path
+        batch.add(orjson.loads(raw), raw, 0)
+    assert batch.duplicates == len(lines)
+    assert sum(t.num_rows for t in batch.tables().values()) == len(lines)
