@@ -16,14 +16,14 @@ PACKER_ENV      := PATH="$(abspath $(BIN)):$$PATH" CHECKPOINT_DISABLE=1 PACKER_N
 
 .PHONY: lint-appliance lint-ansible lint-packer lint-monitoring image deploy deploy-check
 
-lint-appliance: lint-ansible lint-packer lint-monitoring
+lint-appliance: lint-ansible lint-packer lint-monitoring ## ansible-lint, yamllint, packer validate, promtool
 
-lint-ansible:
+lint-ansible: venv ## yamllint, ansible-lint (production profile), playbook syntax
 	$(BIN)/yamllint --strict .
 	$(BIN)/ansible-lint
 	$(BIN)/ansible-playbook --syntax-check playbooks/site.yml playbooks/deploy.yml
 
-lint-packer:
+lint-packer: venv ## packer fmt -check and validate (a dummy token)
 	@command -v $(PACKER) >/dev/null || { echo "lint-packer: '$(PACKER)' not found (apt-get install packer)" >&2; exit 1; }
 	@test -x $(BIN)/ansible-playbook || { echo "lint-packer: $(BIN)/ansible-playbook not found (create the venv first)" >&2; exit 1; }
 	$(PACKER_ENV) $(PACKER) fmt -check -diff packer/
@@ -32,14 +32,14 @@ lint-packer:
 	  $(PACKER_ENV) HCLOUD_TOKEN="$${HCLOUD_TOKEN:-dummy-token-for-validate}" \
 	  $(PACKER) validate -var ssh_private_key_file="$$dir/key" packer/
 
-lint-monitoring:
+lint-monitoring: venv ## promtool check rules/config, rule unit tests, dashboard JSON
 	@command -v $(PROMTOOL) >/dev/null || { echo "lint-monitoring: '$(PROMTOOL)' not found (apt-get install prometheus)" >&2; exit 1; }
 	$(PROMTOOL) check rules $(MONITORING_DIR)/rules/*.yml
 	$(PROMTOOL) check config $(MONITORING_DIR)/prometheus.yml
 	cd $(MONITORING_DIR)/tests && $(PROMTOOL) test rules *.test.yml
 	$(BIN)/python -c 'import json, sys; [json.load(open(f)) for f in sys.argv[1:]]' roles/monitoring/files/grafana/*.json
 
-image:
+image: venv ## bake the Hetzner snapshot (needs HCLOUD_TOKEN)
 	@if [ -z "$${HCLOUD_TOKEN:-}" ]; then \
 	  echo "make image: HCLOUD_TOKEN is not set. Create a read/write API token in the Hetzner Cloud Console" >&2; \
 	  echo "(Security > API tokens) and run: HCLOUD_TOKEN=... make image" >&2; exit 1; fi
@@ -47,9 +47,9 @@ image:
 	@test -x $(BIN)/ansible-playbook || { echo "make image: $(BIN)/ansible-playbook not found (create the venv first)" >&2; exit 1; }
 	$(PACKER_ENV) $(PACKER) build -only=hcloud.debian12 $(PACKER_ARGS) packer/
 
-deploy:
+deploy: venv ## ansible-playbook playbooks/site.yml against inventory/production
 	@test -x $(BIN)/ansible-playbook || { echo "make deploy: $(BIN)/ansible-playbook not found (create the venv first)" >&2; exit 1; }
 	$(BIN)/ansible-playbook -i $(APPLIANCE_INVENTORY) playbooks/site.yml $(DEPLOY_ARGS)
 
-deploy-check:
+deploy-check: venv ## the same in --check --diff mode
 	$(BIN)/ansible-playbook -i $(APPLIANCE_INVENTORY) playbooks/site.yml --check --diff $(DEPLOY_ARGS)
