@@ -123,7 +123,8 @@ class Compactor:
         order = ", ".join(spec.sort_key)
         con = duckdb.connect(config={"memory_limit": self.memory_limit, "threads": self.threads,
                                      "temp_directory": str(out_dir.parent / "spill"),
-                                     "preserve_insertion_order": False, "enable_progress_bar": False})
+                                     "preserve_insertion_order": False})
+        con.execute("SET enable_progress_bar = false")  # a session option: not allowed in connect()
         try:
             source = "read_parquet($files, hive_partitioning = false, union_by_name = true)"
             rows = con.execute(f"SELECT count(*) FROM {source}", {"files": [str(f) for f in files]}).fetchone()[0]
