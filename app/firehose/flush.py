@@ -62,10 +62,6 @@ class FlushResult:
     seconds: float = 0.0
 
     @property
-    def entries(self) -> int:
-        return sum(b.entries for b in self.batches)
-
-    @property
     def events(self) -> int:
         return sum(b.events for b in self.batches)
 

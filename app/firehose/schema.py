@@ -328,19 +328,15 @@ _RECORD_COLUMNS = {
 
 def to_arrow(table: str, rows: Iterable[Row]) -> pa.Table:
     """Build the typed Arrow table `table` from rows (dicts keyed by column name; missing keys are null)."""
-    schema = TABLES[table].schema
-    columns: dict[str, list[Any]] = {name: [] for name in schema.names}
-    appenders = [(columns[name].append, name) for name in schema.names]
-    for row in rows:
-        get = row.get
-        for append, name in appenders:
-            append(get(name))
-    return _columns_to_arrow(table, columns)
+    names = TABLES[table].schema.names
+    return _rows_to_arrow(table, [tuple(row.get(name) for name in names) for row in rows])
 
 
-def _columns_to_arrow(table: str, columns: dict[str, list[Any]]) -> pa.Table:
+def _rows_to_arrow(table: str, rows: list[tuple[Any, ...]]) -> pa.Table:
+    """Arrow table `table` from row tuples in column order (transposed once, in C)."""
     schema = TABLES[table].schema
-    return pa.table([pa.array(columns[f.name], f.type) for f in schema], schema=schema)
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in schema]
+    return pa.table([pa.array(column, f.type) for column, f in zip(columns, schema, strict=True)], schema=schema)
 
 
 _REF_TABLES = {"app.bsky.feed.like": "likes", "app.bsky.feed.repost": "reposts"}
@@ -405,13 +401,8 @@ class TableBatch:
 
     def tables(self) -> dict[tuple[str, str], pa.Table]:
         """The batch as Arrow tables keyed by (table, date), each sorted by time_us."""
-        out = {}
-        for (table, date), rows in self._rows.items():
-            schema = TABLES[table].schema
-            columns = list(zip(*rows, strict=True))
-            arrays = [pa.array(column, f.type) for column, f in zip(columns, schema, strict=True)]
-            out[(table, date)] = pa.table(arrays, schema=schema).sort_by("time_us")
-        return out
+        return {(table, date): _rows_to_arrow(table, rows).sort_by("time_us")
+                for (table, date), rows in self._rows.items()}
 
 
 def _plain_row(event: dict[str, Any]) -> tuple[str, tuple[Any, ...], str] | None:
