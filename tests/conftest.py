@@ -14,8 +14,8 @@ import pytest
 import redis
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
-GOLDEN = SHARED / "jetstream" / "golden_v1.jsonl"
+# Real Jetstream events (MIT, provenance in tests/fixtures/jetstream/README.md), kept inside the clone.
+GOLDEN = REPO / "tests" / "fixtures" / "jetstream" / "golden_v1.jsonl"
 
 
 def free_port() -> int:

@@ -4,7 +4,7 @@
 pure function of `(seed, i)` and of the constructor arguments, so `event_json(i)` returns the same bytes every time,
 on every machine, in any order of calls. That is what makes cursor replay in the simulator exact.
 
-Shape: each event is a dict laid out like `../shared/jetstream/golden_v1.jsonl` (top-level `did`, `time_us`,
+Shape: each event is a dict laid out like `tests/fixtures/jetstream/golden_v1.jsonl` (top-level `did`, `time_us`,
 `kind`; `commit` = `{rev, operation, collection, rkey, record, cid}` without `record`/`cid` for deletes;
 `identity` = `{did, handle, seq, time}`; `account` = `{active, did, seq, time, status?}`); record keys are sorted as
 Jetstream sorts them.
