@@ -1,8 +1,9 @@
 """Bluesky firehose appliance: Jetstream -> Redis Stream -> Parquet -> DuckDB -> Bottle API.
 
 One module per pipeline stage, data moving one way:
-`simulate` (a local Jetstream) -> `ingest` -> `buffer` (Redis Stream) -> `flush` (+ `schema`) -> Parquet
+Jetstream -> `ingest` -> `buffer` (Redis Stream) -> `flush` (+ `schema`) -> Parquet
 -> `query` (DuckDB) -> `api` (Bottle under Gunicorn). `config` holds every setting; `cli` is the one entry point.
+The subpackage `simulator` (a local Jetstream, `firehose simulate`) stands apart: no pipeline module imports it.
 """
 
 __version__ = "0.1.0"

@@ -15,7 +15,7 @@ from firehose import __version__
 from firehose.config import ConfigError, Settings
 
 SUBCOMMANDS = {
-    "simulate": ("firehose.simulate", "run a local Jetstream-compatible websocket server"),
+    "simulate": ("firehose.simulator.command", "run a local Jetstream-compatible websocket server"),
     "ingest": ("firehose.ingest", "read Jetstream into the Redis Stream buffer"),
     "flush": ("firehose.flush", "move buffered events into date-partitioned Parquet"),
     "compact": ("firehose.compact", "merge a finished day's Parquet files into a few large sorted files"),

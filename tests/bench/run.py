@@ -37,7 +37,9 @@ from firehose.buffer import Buffer, split_events  # noqa: E402
 from firehose.compact import Compactor  # noqa: E402
 from firehose.config import Settings  # noqa: E402
 from firehose.flush import Flusher, build_tables  # noqa: E402
-from firehose.generate import COMMON_WORD, PHRASE, RARE_WORD, TAG, EventGenerator, Profile  # noqa: E402
+from firehose.simulator.clock import Profile  # noqa: E402
+from firehose.simulator.generator import EventGenerator  # noqa: E402
+from firehose.simulator.vocabulary import COMMON_WORD, PHRASE, RARE_WORD, TAG  # noqa: E402
 from tests.conftest import free_port, start_redis, stop_process, wait_for_port  # noqa: E402
 
 CLI = [sys.executable, "-m", "firehose.cli"]

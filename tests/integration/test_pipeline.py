@@ -10,8 +10,9 @@ import orjson
 
 from firehose.buffer import Buffer
 from firehose.config import Settings
-from firehose.generate import EventGenerator, Profile
 from firehose.schema import route
+from firehose.simulator.clock import Profile
+from firehose.simulator.generator import EventGenerator
 from tests.conftest import GOLDEN, RedisServer, free_port, stop_process, wait_for_port
 from tests.integration.pipeline import CLI, all_rows, run_stage, stage_env
 

@@ -19,8 +19,11 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from firehose.config import ZSTD_DICTIONARY_PATH
-from firehose.generate import POST, EventGenerator, handle_for
-from firehose.simulate import SimulatorOptions, SimulatorThread
+from firehose.simulator.generator import EventGenerator
+from firehose.simulator.identity import handle_for
+from firehose.simulator.mix import POST
+from firehose.simulator.options import SimulatorOptions
+from firehose.simulator.server import SimulatorThread
 from tests.conftest import GOLDEN, free_port, stop_process, wait_for_port
 
 DAY = "2026-05-25T00:00:00Z"

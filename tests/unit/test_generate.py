@@ -9,22 +9,13 @@ import re
 import orjson
 import pytest
 
-from firehose import generate
-from firehose.generate import (
-    COMMON_WORD,
-    DEFAULT_START_US,
-    MIX,
-    PHRASE,
-    RARE_WORD,
-    TAG,
-    VOCABULARY,
-    EventGenerator,
-    Profile,
-    handle_for,
-    tid,
-    tid_time_us,
-)
 from firehose.schema import COLLECTION_TABLES, route
+from firehose.simulator.clock import DEFAULT_START_US, Profile
+from firehose.simulator.encoding import tid, tid_time_us
+from firehose.simulator.generator import EventGenerator
+from firehose.simulator.identity import handle_for
+from firehose.simulator.mix import LIKE, MIX, POST
+from firehose.simulator.vocabulary import COMMON_WORD, PHRASE, RARE_WORD, TAG, VOCABULARY
 from tests.conftest import GOLDEN
 
 N = 100_000
@@ -43,7 +34,7 @@ def sample() -> list[dict]:
 @pytest.fixture(scope="module")
 def posts(sample: list[dict]) -> list[dict]:
     return [e["commit"]["record"] for e in sample
-            if e["kind"] == "commit" and e["commit"]["collection"] == generate.POST
+            if e["kind"] == "commit" and e["commit"]["collection"] == POST
             and e["commit"]["operation"] == "create"]
 
 
@@ -145,8 +136,8 @@ def test_mix_is_exact_per_window(sample: list[dict]) -> None:
     for kind in MIX:
         expected[(kind.kind, kind.collection, kind.operation)] += kind.per_mille * N // 1000
     assert counts == expected
-    likes = counts[("commit", generate.LIKE, "create")] / N
-    posts = counts[("commit", generate.POST, "create")] / N
+    likes = counts[("commit", LIKE, "create")] / N
+    posts = counts[("commit", POST, "create")] / N
     deletes = sum(v for k, v in counts.items() if k[2] == "delete") / N
     other = sum(v for k, v in counts.items() if k[1] and k[1] not in COLLECTION_TABLES and k[2] != "delete") / N
     assert 0.55 <= likes <= 0.60 and 0.10 <= posts <= 0.12 and 0.04 <= deletes <= 0.06 and 0.02 <= other <= 0.035
@@ -157,8 +148,8 @@ def test_sizes_are_realistic(sample: list[dict]) -> None:
     for event in sample:
         sizes[_key(event)].append(len(orjson.dumps(event)))
     average = sum(map(sum, sizes.values())) / N
-    like = sizes[("commit", generate.LIKE, "create")]
-    post = sizes[("commit", generate.POST, "create")]
+    like = sizes[("commit", LIKE, "create")]
+    post = sizes[("commit", POST, "create")]
     assert 450 <= average <= 530, average
     assert 490 <= sum(like) / len(like) <= 520  # the golden like is 502 bytes; 3% carry a `via`
     assert 550 <= sum(post) / len(post) <= 900
@@ -240,11 +231,11 @@ def test_vocabulary_frequencies(posts: list[dict]) -> None:
 
 
 def test_liked_subjects_are_skewed_towards_generated_posts(sample: list[dict]) -> None:
-    post_uris = {f"at://{e['did']}/{generate.POST}/{e['commit']['rkey']}": e["commit"]["cid"] for e in sample
-                 if e["kind"] == "commit" and e["commit"]["collection"] == generate.POST
+    post_uris = {f"at://{e['did']}/{POST}/{e['commit']['rkey']}": e["commit"]["cid"] for e in sample
+                 if e["kind"] == "commit" and e["commit"]["collection"] == POST
                  and e["commit"]["operation"] == "create"}
     subjects = [e["commit"]["record"]["subject"] for e in sample[50_000:]
-                if e["kind"] == "commit" and e["commit"]["collection"] == generate.LIKE
+                if e["kind"] == "commit" and e["commit"]["collection"] == LIKE
                 and e["commit"]["operation"] == "create"]
     counts = collections.Counter(s["uri"] for s in subjects)
     assert counts.most_common(1)[0][1] >= 20  # hot posts collect many likes

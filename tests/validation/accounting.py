@@ -19,8 +19,9 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from firehose.generate import MIX, WINDOW, EventGenerator, Kind
 from firehose.schema import COLLECTION_TABLES, TABLE_NAMES
+from firehose.simulator.generator import EventGenerator
+from firehose.simulator.mix import MIX, WINDOW, Kind
 
 
 def table_of(kind: Kind) -> str:

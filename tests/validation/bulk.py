@@ -36,7 +36,8 @@ from firehose import storage
 from firehose.compact import Compactor
 from firehose.config import Settings
 from firehose.flush import build_tables, file_name
-from firehose.generate import EVENTS_PER_DAY, EventGenerator, Profile, parse_time
+from firehose.simulator.clock import EVENTS_PER_DAY, Profile, parse_time
+from firehose.simulator.generator import EventGenerator
 from tests.validation import probe
 from tests.validation.accounting import Accounting, expected_rows
 from tests.validation.day import Say

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from firehose.generate import EVENTS_PER_DAY
+from firehose.simulator.clock import EVENTS_PER_DAY
 from tests.validation import probe
 from tests.validation.accounting import Accounting, simulator_accounting
 from tests.validation.queries import Api, build_suite, run_suite

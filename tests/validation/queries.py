@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from firehose.generate import COMMON_WORD, PHRASE, RARE_WORD, TAG
+from firehose.simulator.vocabulary import COMMON_WORD, PHRASE, RARE_WORD, TAG
 from tests.validation.probe import percentiles
 
 RANGES = (1, 7, 30)

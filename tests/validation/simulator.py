@@ -14,7 +14,8 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from firehose.generate import EventGenerator, Profile, parse_time
+from firehose.simulator.clock import Profile, parse_time
+from firehose.simulator.generator import EventGenerator
 from tests.validation.procs import CLI, Proc, Processes, wait_for_port
 
 CONNECTED = re.compile(r"subscriber .*? connected \(cursor=(\S+), start index (\d+),")

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from firehose.generate import EventGenerator, Profile
 from firehose.schema import TABLE_NAMES
+from firehose.simulator.clock import Profile
+from firehose.simulator.generator import EventGenerator
 from tests.validation import bulk, harness, probe
 from tests.validation.accounting import Accounting, expected_rows, table_of
 from tests.validation.day import parse_flush_batches

@@ -1,0 +1,53 @@
+"""How the simulator runs: `SimulatorOptions`, one field per `firehose simulate` flag, and their validation."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from firehose.simulator.clock import parse_time
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 6008
+
+
+@dataclass(frozen=True)
+class SimulatorOptions:
+    """How the simulator runs (the `firehose simulate` flags). Port 0 picks a free port."""
+
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    seed: int = 0
+    rate: float = 100.0
+    start: str = "now"
+    days: float | None = None
+    events: int | None = None
+    diurnal: bool = False
+    peak_ratio: float = 1.6
+    users: int = 2_000_000
+    jitter_ms: float = 40.0
+    replay: Path | None = None
+    loop: bool = False
+    start_on_connect: bool = False
+
+    def validate(self) -> None:
+        """Reject combinations that cannot run, saying which flag to change."""
+        if self.rate < 0 or not math.isfinite(self.rate):
+            raise ValueError(f"--rate must be >= 0 events per second (0 = as fast as possible), got {self.rate}")
+        if self.events is not None and self.events < 0:
+            raise ValueError(f"--events must be >= 0, got {self.events}")
+        if self.days is not None and self.days <= 0:
+            raise ValueError(f"--days must be > 0, got {self.days}")
+        if self.replay is not None:
+            if not self.replay.is_file():
+                raise ValueError(f"--replay {self.replay}: no such file")
+            return
+        if self.start == "now" and self.rate == 0:
+            raise ValueError("--rate 0 (as fast as possible) needs a --start time; live mode (--start now) "
+                             "follows the wall clock at --rate events per second")
+        if self.start != "now":
+            parse_time(self.start)
+        if self.loop:
+            raise ValueError("--loop only applies to --replay")
+
