@@ -2,7 +2,8 @@
 
 One module per pipeline stage, data moving one way:
 `simulate` (a local Jetstream) -> `ingest` -> `buffer` (Redis Stream) -> `flush` (+ `schema`) -> Parquet
--> `query` (DuckDB) -> `api` (Bottle under Gunicorn). `config` holds every setting; `cli` is the one entry point.
+-> `params` + `catalog` + `search` (DuckDB, via `database`) -> `api` (Bottle under Gunicorn). `config` holds every
+setting; `cli` is the one entry point.
 """
 
 __version__ = "0.1.0"
