@@ -2,8 +2,9 @@
 
 One module per pipeline stage, data moving one way:
 Jetstream -> `ingest` -> `buffer` (Redis Stream) -> `flush` (+ `schema`) -> Parquet
--> `query` (DuckDB) -> `api` (Bottle under Gunicorn). `config` holds every setting; `cli` is the one entry point.
-The subpackage `simulator` (a local Jetstream, `firehose simulate`) stands apart: no pipeline module imports it.
+-> `params` + `catalog` + `search` (DuckDB, via `database`) -> `api` (Bottle under Gunicorn). `config` holds every
+setting; `cli` is the one entry point. The subpackage `simulator` (a local Jetstream, `firehose simulate`) stands
+apart: no pipeline module imports it.
 """
 
 __version__ = "0.1.0"

@@ -5,6 +5,8 @@ Endpoints: `GET /search`, `GET /export` (CSV), `GET /health`, `GET /metrics`, `G
 Everything the app needs per worker lives in the `Api` object `create_app` builds; DuckDB, Redis and the PLC pool
 are opened on first use, so after Gunicorn forks. Every error is JSON `{"error": {"parameter", "message"}}`;
 no input produces a 500 (an unexpected failure is logged and answered with a JSON 500 all the same).
+This module is only HTTP: `firehose.params` validates the parameters (and supplies their OpenAPI description),
+`firehose.search` runs searches and exports, `firehose.catalog` answers /stats and the freshness check.
 """
 
 from __future__ import annotations
@@ -29,18 +31,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 
 from firehose.config import ConfigError, Settings
 from firehose.handles import HandleBook, PlcResolver
-from firehose.query import (
-    EXPORT_COLUMNS,
-    PARAMETERS,
-    SORTS,
-    BadParameter,
-    CursorCodec,
-    Filters,
-    QueryTimeout,
-    Searcher,
-    SearchQuery,
-    parse_search,
-)
+from firehose.params import BadParameter, CursorCodec, openapi_parameters, parse_search
+from firehose.search import EXPORT_COLUMNS, QueryTimeout, Searcher
 
 log = logging.getLogger(__name__)
 
@@ -198,34 +190,13 @@ class Api:
 
     # --- search and export
 
-    def filters(self, query: SearchQuery) -> tuple[Filters | None, list[str]]:
-        """The SQL filters for `query` (handles resolved to DIDs), or None when nothing can match, and warnings."""
-        warnings: list[str] = []
-        author_did = mentions_did = None
-        if query.author:
-            author_did = self.book.did_for(query.author)
-            if author_did is None:
-                warnings.append(f"username {query.author!r} is not known to this archive (no identity event seen); "
-                                "search by DID (did:plc:...) instead")
-        if query.mentions:
-            mentions_did = self.book.did_for(query.mentions)
-            if mentions_did is None:
-                warnings.append(f"mentions {query.mentions!r} is not known to this archive; use the DID instead")
-        if warnings:
-            return None, warnings
-        needles = self.searcher.lowercase([query.text] if query.exact and query.text else list(query.words))
-        tags = self.searcher.lowercase(list(query.tags))
-        return Filters(needles=needles, author_did=author_did, since_us=query.since_us, until_us=query.until_us,
-                       lang=query.lang, mentions_did=mentions_did, domain=query.domain, url=query.url,
-                       tags=tags, sort=query.sort), warnings
-
     def search(self) -> bottle.HTTPResponse:
         """GET /search."""
         started = time.perf_counter()
         query = parse_search(query_pairs(bottle.request.environ), self.settings)
         fingerprint = query.fingerprint()
         position = self.cursors.decode(query.cursor, fingerprint) if query.cursor else None
-        filters, warnings = self.filters(query)
+        filters, warnings = self.searcher.filters(query, self.book.did_for)
         cap = self.settings.api_max_results
         if filters is None or (position and position.served >= cap):
             rows, next_position = [], None
@@ -251,7 +222,7 @@ class Api:
     def export(self) -> bottle.HTTPResponse:
         """GET /export: CSV streamed in record batches; the first batch is read before the response starts."""
         query = parse_search(query_pairs(bottle.request.environ), self.settings, export=True)
-        filters, _ = self.filters(query)
+        filters, _ = self.searcher.filters(query, self.book.did_for)
         batches: Iterator[pa.RecordBatch] = iter(())
         if filters is not None:
             batches = self.searcher.export(filters, query.limit)
@@ -298,7 +269,7 @@ class Api:
             checks["redis"] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
         data_dir = Path(self.settings.data_dir)
         checks["data_dir"] = {"ok": data_dir.is_dir(), "path": str(data_dir)}
-        newest = self.searcher.newest_time_us() if data_dir.is_dir() else None
+        newest = self.searcher.catalog.newest_time_us() if data_dir.is_dir() else None
         fresh: dict[str, Any] = {"ok": False, "newest_event_age_s": None, "max_age_s": self.settings.api_fresh_seconds}
         if newest is not None:
             age = time.time() - newest / 1_000_000
@@ -316,7 +287,7 @@ class Api:
     def stats(self) -> bottle.HTTPResponse:
         """GET /stats: rows, files and bytes per table per day."""
         _no_parameters()
-        return self.json({**self.searcher.stats(), "time": _iso_now()})
+        return self.json({**self.searcher.catalog.stats(), "time": _iso_now()})
 
     def openapi(self) -> bottle.HTTPResponse:
         """GET /openapi.json."""
@@ -379,53 +350,6 @@ def _error_page(api: Api, err: bottle.HTTPError, status: int, parameter: str | N
 # ---------------------------------------------------------------------------------------------- OpenAPI
 
 
-def _param(name: str, schema: dict[str, Any], description: str, *, repeat: bool = False) -> dict[str, Any]:
-    param: dict[str, Any] = {"name": name, "in": "query", "required": False, "description": description}
-    if repeat:
-        param.update(schema={"type": "array", "items": schema}, style="form", explode=True)
-    else:
-        param["schema"] = schema
-    return param
-
-
-def filter_parameters(settings: Settings, *, export: bool) -> list[dict[str, Any]]:
-    """OpenAPI parameter objects of /search (export=False) or /export."""
-    text = {"type": "string", "maxLength": settings.api_max_text_length}
-    ident = {"type": "string", "maxLength": 2048, "examples": ["alice.bsky.social", "did:plc:abc123"]}
-    when = {"type": "string", "examples": ["2024-05-01", "2024-05-01T13:45:00Z"]}
-    max_limit = settings.api_export_max_rows if export else settings.api_page_size
-    boolean = {"type": "string", "enum": ["true", "false", "1", "0", "yes", "no"], "default": "false"}
-    params = [
-        _param("text", text, "Words that must all occur (case-insensitive substring, any script); with exact=true the "
-               "whole phrase. %, _ and \\ are literal. Alias: q."),
-        _param("q", text, "Alias of text."),
-        _param("username", ident, "Author handle or DID. Alias: author."),
-        _param("author", ident, "Alias of username."),
-        _param("start", when, "Earliest event time (inclusive): ISO date (start of day, UTC) or datetime. "
-               "Alias: since."),
-        _param("since", when, "Alias of start."),
-        _param("end", when, "Latest event time (exclusive): a datetime, or a date meaning the end of that day (UTC). "
-               "Alias: until."),
-        _param("until", when, "Alias of end."),
-        _param("exact", boolean, "Match text as one phrase instead of all words."),
-        _param("lang", {"type": "string", "pattern": "^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$"},
-               "Language code; matches the post's langs exactly or as a prefix (en matches en-US)."),
-        _param("mentions", ident, "Posts that mention this handle or DID."),
-        _param("domain", {"type": "string", "maxLength": 253}, "Posts linking to this host or a subdomain of it."),
-        _param("url", {"type": "string", "maxLength": 2048}, "Posts with a link that starts with this URL."),
-        _param("tag", {"type": "string", "maxLength": 640}, "Hashtag (with or without #, case-insensitive); repeat "
-               "for several (all must match, at most 10).", repeat=True),
-        _param("sort", {"type": "string", "enum": list(SORTS), "default": "latest"},
-               "Order by event time: latest (newest first) or oldest. 'top' is not supported (400)."),
-        _param("limit", {"type": "integer", "minimum": 1, "maximum": max_limit, "default": max_limit},
-               "Rows per page." if not export else "Most rows in the file."),
-    ]
-    if not export:
-        params.append(_param("cursor", {"type": "string"}, "meta.cursor of the previous page (opaque, signed)."))
-    assert {p["name"] for p in params} == {n for n in PARAMETERS if not (export and n == "cursor")}
-    return params
-
-
 def openapi_document(settings: Settings) -> dict[str, Any]:
     """The OpenAPI 3.1 description of every endpoint of `create_app`."""
     error = {"$ref": "#/components/responses/Error"}
@@ -453,14 +377,14 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         "paths": {
             "/search": {"get": {
                 "summary": "Search posts, newest first, one page at a time",
-                "parameters": filter_parameters(settings, export=False),
+                "parameters": openapi_parameters(settings, export=False),
                 "responses": {"200": {"description": "A page of results", "content": {JSON_TYPE: {"schema": {
                     "$ref": "#/components/schemas/SearchResponse"}}}},
                     "400": error, "404": error, "500": error, "504": error},
             }},
             "/export": {"get": {
                 "summary": "The same search as CSV (header row, then one row per post)",
-                "parameters": filter_parameters(settings, export=True),
+                "parameters": openapi_parameters(settings, export=True),
                 "responses": {"200": {"description": "CSV attachment (Content-Disposition: attachment; "
                                       "filename=\"bluesky-posts-<UTC time>.csv\"); lists are JSON arrays",
                                       "content": {"text/csv": {"schema": {"type": "string"}}}},

@@ -16,17 +16,9 @@ import pytest
 
 from firehose import schema, storage
 from firehose.config import Settings
-from firehose.query import (
-    BadParameter,
-    CursorCodec,
-    Database,
-    Filters,
-    Position,
-    QueryTimeout,
-    Searcher,
-    Watchdog,
-    parse_search,
-)
+from firehose.database import Database, Watchdog
+from firehose.params import BadParameter, CursorCodec, Position, openapi_parameters, parse_search
+from firehose.search import Filters, QueryTimeout, Searcher, re2_literal
 
 DAY1, DAY2, DAY3 = "2024-05-01", "2024-05-02", "2024-05-03"
 _seq = itertools.count()
@@ -205,6 +197,20 @@ def test_tags_repeat_and_lose_their_hash() -> None:
     assert parse(tag=["#Art", "bluesky", "#Art"]).tags == ("Art", "bluesky")
 
 
+@pytest.mark.parametrize("export", [False, True])
+def test_documented_parameters_are_exactly_the_accepted_ones(export: bool) -> None:
+    settings = Settings(api_page_size=50, api_export_max_rows=500)
+    names = [p["name"] for p in openapi_parameters(settings, export=export)]
+    assert len(names) == len(set(names)) and ("cursor" in names) is not export
+    for name in names:
+        parse_search([(name, "")], settings, export=export)  # accepted (an empty value counts as absent)
+    with pytest.raises(BadParameter) as err:
+        parse_search([("bogus", "1")], settings, export=export)
+    assert err.value.message.split("accepted: ")[1].split(", ") == names
+    limit = next(p for p in openapi_parameters(settings, export=export) if p["name"] == "limit")
+    assert limit["schema"]["maximum"] == parse_search([], settings, export=export).limit == (500 if export else 50)
+
+
 # ------------------------------------------------------------------------------------------ cursors
 
 
@@ -317,7 +323,7 @@ def test_keyset_pages_have_no_gaps_or_duplicates(tmp_path: Path, sort: str) -> N
 
 @pytest.mark.parametrize("sort", ["latest", "oldest"])
 def test_time_windows_over_small_row_groups(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sort: str) -> None:
-    monkeypatch.setattr("firehose.query.FIRST_WINDOW_ROWS", 16)
+    monkeypatch.setattr("firehose.catalog.FIRST_WINDOW_ROWS", 16)
     data = tmp_path / "data"
     for i, date in enumerate((DAY1, DAY2, DAY3)):
         for part in range(3):  # several files a day, like the 5-minute flushes, overlapping in time
@@ -356,8 +362,8 @@ def test_total_cap_over_all_pages(tmp_path: Path) -> None:
 def test_no_data_no_error(tmp_path: Path) -> None:
     s = Searcher(settings_for(tmp_path / "nothing"))
     assert s.search(Filters(needles=("x",)), 50, None, cap=1000).rows == []
-    assert s.newest_time_us() is None
-    assert s.stats() == {"tables": {}}
+    assert s.catalog.newest_time_us() is None
+    assert s.catalog.stats() == {"tables": {}}
 
 
 # ------------------------------------------------------------------------------------------ time budget
@@ -389,8 +395,8 @@ def test_freshness_and_stats_from_footers(semantic_dir: Path) -> None:
     write_identity(semantic_dir, [("did:plc:bob", "bob.test", us(DAY3, 7))])
     s = Searcher(settings_for(semantic_dir))
     newest = max(r["time_us"] for r in s.search(Filters(), 50, None, cap=1000).rows)
-    assert s.newest_time_us() == newest
-    stats = s.stats()["tables"]
+    assert s.catalog.newest_time_us() == newest
+    stats = s.catalog.stats()["tables"]
     assert stats["posts"]["rows"] == len(SEMANTIC_POSTS)
     assert sum(d["rows"] for d in stats["posts"]["days"].values()) == len(SEMANTIC_POSTS)
     assert stats["identity"]["days"][DAY3]["rows"] == 1 and stats["identity"]["days"][DAY3]["files"] == 1
@@ -411,8 +417,6 @@ def test_re2_literal_matches_every_punctuation_literally() -> None:
     import string as _string
 
     import duckdb as _duckdb
-
-    from firehose.query import re2_literal
 
     needle = _string.punctuation + " Ünïcødé 猫 😀"
     con = _duckdb.connect()

@@ -1,0 +1,83 @@
+"""DuckDB for the API: one in-memory instance per worker process, and the watchdog that enforces time budgets.
+
+`Database` opens DuckDB lazily (after Gunicorn's fork) and hands each thread its own cursor per purpose (query,
+handles, meta). `Watchdog` calls `interrupt()` on a cursor once its budget is spent, which cancels the running
+statement and leaves the connection usable. Both are used by the catalog (footer reads) and by search and export.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+import duckdb
+
+log = logging.getLogger(__name__)
+
+
+class Watchdog:
+    """Cancels whatever `con` runs once `seconds` have passed, until the watchdog is closed."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, seconds: float) -> None:
+        self._con = con
+        self._lock = threading.Lock()
+        self._active = True
+        self.fired = False
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self) -> None:
+        with self._lock:
+            if self._active:
+                self.fired = True
+                self._con.interrupt()
+
+    def close(self) -> None:
+        """Disarm: after this returns the timer never interrupts the connection."""
+        with self._lock:
+            self._active = False
+        self._timer.cancel()
+
+    def __enter__(self) -> Watchdog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Database:
+    """One in-memory DuckDB instance per worker process, created on first use (so after Gunicorn's fork);
+    each thread gets its own cursor per purpose (a DuckDB connection must not run two statements at once)."""
+
+    def __init__(self, threads: int, memory_limit: str) -> None:
+        self._config = {"threads": threads, "memory_limit": memory_limit}
+        self._lock = threading.Lock()
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._pid = 0
+        self._local = threading.local()
+
+    def connection(self) -> duckdb.DuckDBPyConnection:
+        """The process's base connection (opened now if this process has none yet)."""
+        with self._lock:
+            if self._con is None or self._pid != os.getpid():
+                self._con = duckdb.connect(":memory:", config=dict(self._config))
+                try:  # Parquet footers are immutable here (files only appear by rename), so cache them
+                    self._con.execute("LOAD parquet; SET parquet_metadata_cache = true")
+                except duckdb.Error as exc:
+                    log.info("parquet_metadata_cache not available: %s", exc)
+                self._pid = os.getpid()
+                self._local = threading.local()
+            return self._con
+
+    def cursor(self, purpose: str = "query") -> duckdb.DuckDBPyConnection:
+        """This thread's cursor for `purpose` (query, handles, meta)."""
+        base = self.connection()
+        cursors = getattr(self._local, "cursors", None)
+        if cursors is None:
+            cursors = self._local.cursors = {}
+        cur = cursors.get(purpose)
+        if cur is None:
+            cur = cursors[purpose] = base.cursor()
+        return cur
