@@ -2,6 +2,7 @@
 # VENV (the virtualenv) and BIN ($(VENV)/bin).
 #
 #   make lint-appliance    lint-ansible + lint-packer + lint-monitoring
+#   make role-docs         roles/*/README.md from the argument specs (lint-ansible checks they are current)
 #   make image             bake a Hetzner snapshot (needs HCLOUD_TOKEN)
 #   make deploy            run playbooks/site.yml against inventory/production
 
@@ -14,14 +15,18 @@ MONITORING_DIR  := roles/monitoring/files/prometheus
 # Packer must find ansible-playbook (validate checks it; build runs it) and must not phone home.
 PACKER_ENV      := PATH="$(abspath $(BIN)):$$PATH" CHECKPOINT_DISABLE=1 PACKER_NO_COLOR=1
 
-.PHONY: lint-appliance lint-ansible lint-packer lint-monitoring image deploy deploy-check
+.PHONY: lint-appliance lint-ansible lint-packer lint-monitoring role-docs image deploy deploy-check
 
 lint-appliance: lint-ansible lint-packer lint-monitoring ## ansible-lint, yamllint, packer validate, promtool
 
-lint-ansible: venv ## yamllint, ansible-lint (production profile), playbook syntax
+lint-ansible: venv ## yamllint, ansible-lint (production profile), playbook syntax, role READMEs current
 	$(BIN)/yamllint --strict .
 	$(BIN)/ansible-lint
-	$(BIN)/ansible-playbook --syntax-check playbooks/site.yml playbooks/deploy.yml
+	$(BIN)/ansible-playbook --syntax-check site.yml playbooks/site.yml playbooks/deploy.yml
+	$(PYTHON) tools/role_docs.py --check
+
+role-docs: venv ## regenerate roles/*/README.md from each role's meta/argument_specs.yml and defaults
+	$(PYTHON) tools/role_docs.py
 
 lint-packer: venv ## packer fmt -check and validate (a dummy token)
 	@command -v $(PACKER) >/dev/null || { echo "lint-packer: '$(PACKER)' not found (apt-get install packer)" >&2; exit 1; }

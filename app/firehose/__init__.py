@@ -7,4 +7,15 @@ setting; `cli` is the one entry point. The subpackage `simulator` (a local Jetst
 apart: no pipeline module imports it.
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+
+def _installed_version() -> str:
+    """The version of the installed `firehose` distribution: app/pyproject.toml is the one place it is set."""
+    try:
+        return version("firehose")
+    except PackageNotFoundError:  # imported from a bare source tree: install it (`make venv`) to get a version
+        return "0+unknown"
+
+
+__version__ = _installed_version()

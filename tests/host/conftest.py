@@ -107,7 +107,7 @@ def host_ip() -> str:
 
 @pytest.fixture(scope="session")
 def app_user() -> str:
-    return var("base_app_user", "firehose")
+    return var("firehose_user", "firehose")
 
 
 @pytest.fixture(scope="session")
@@ -136,7 +136,7 @@ def data_dir(env_file) -> str:
 @pytest.fixture(scope="session")
 def mount_path(data_dir) -> str:
     """The volume's mount point: the data directory or the nearest parent the volume role mounts."""
-    return var("parquet_volume_mount_point", None) or var("parquet_volume_path", None) or "/srv/firehose"
+    return var("parquet_volume_mount_point", None) or var("firehose_mount_point", None) or "/srv/firehose"
 
 
 @pytest.fixture(scope="session")

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import re
+import tomllib
+
 import pytest
 
-from tests.host.conftest import var
+from tests.host.conftest import REPO, var
 
 PACKAGES = ["redis-server", "prometheus-node-exporter", "nftables", "python3-venv", "unattended-upgrades"]
 
@@ -56,13 +60,47 @@ def test_env_file_holds_no_example_secret(env_file):
             assert value.lower() not in ("changeme", "secret", "password"), f"{key} has a placeholder value"
 
 
-def test_app_is_installed_in_a_venv(host):
-    home = var("base_app_home", "/opt/firehose")
+def _venv_bin(host) -> str:
+    home = var("firehose_home", "/opt/firehose")
     out = host.run(f"ls -d {home}/venv*/bin/firehose {home}/*/bin/firehose 2>/dev/null | head -1")
     exe = out.stdout.strip()
     assert exe, f"no firehose entry point in a venv under {home}"
-    assert host.run_test(f"{exe} --version").succeeded, host.run(f"{exe} --version").stderr
-    assert host.run_test(f"{exe.rsplit('/', 1)[0]}/python -c 'import duckdb, pyarrow, redis, bottle'").succeeded
+    return exe.rsplit("/", 1)[0]
+
+
+def test_app_is_installed_in_a_venv(host):
+    venv_bin = _venv_bin(host)
+    assert host.run_test(f"{venv_bin}/firehose --version").succeeded, host.run(f"{venv_bin}/firehose --version").stderr
+    assert host.run_test(f"{venv_bin}/python -c 'import duckdb, pyarrow, redis, bottle'").succeeded
+
+
+def test_installed_version_is_the_pyproject_version(host):
+    """app/pyproject.toml is the one place the version is set; `firehose --version` reads it from the install."""
+    expected = tomllib.loads((REPO / "app" / "pyproject.toml").read_text())["project"]["version"]
+    out = host.run(f"{_venv_bin(host)}/firehose --version")
+    assert out.stdout.strip() == f"firehose {expected}", out.stdout + out.stderr
+
+
+def test_runtime_dependencies_match_the_pins(host):
+    """The app role installs with requirements.txt as pip constraints: every pinned package present has its pin."""
+    pins = {}
+    for raw in (REPO / "requirements.txt").read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if "==" in line:
+            name, _, pinned = line.partition("==")
+            pins[_canonical(name)] = pinned.strip()
+    out = host.run(f"{_venv_bin(host)}/python -m pip list --format=json --disable-pip-version-check")
+    assert out.succeeded, out.stderr
+    installed = {_canonical(p["name"]): p["version"] for p in json.loads(out.stdout)}
+    wrong = {n: (installed[n], pinned) for n, pinned in pins.items() if n in installed and installed[n] != pinned}
+    assert not wrong, f"installed versions differ from requirements.txt (installed, pinned): {wrong}"
+    for name in ("duckdb", "pyarrow", "redis", "bottle", "gunicorn"):
+        if name in pins:
+            assert name in installed, f"{name} is pinned but not installed in the venv"
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def test_journald_is_limited(host):
