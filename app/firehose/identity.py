@@ -87,7 +87,7 @@ class IdentityResolver:
 
     def handles(self, dids: Iterable[str], deadline: float) -> dict[str, str]:
         """Map each DID that has a verified handle to it (the others are left out: show the DID). Network lookups
-        run until `deadline` (time.monotonic()); answers arriving later fill the cache for the next request."""
+        run until `deadline` (time.monotonic()); a deadline already passed means cache and identity table only."""
         wanted = [did for did in dict.fromkeys(dids) if isinstance(did, str) and is_did(did)]
         cached = self.cache.get_many(DID_TO_HANDLE, wanted)
         result = {did: handle for did, handle in cached.items() if handle}
@@ -98,6 +98,8 @@ class IdentityResolver:
             result[did] = handle
             self.cache.put(DID_TO_HANDLE, did, handle)
         rest = [did for did in unknown if did not in result][:MAX_LOOKUPS_PER_CALL]
+        if deadline <= time.monotonic():
+            return result
         futures = {did: self._submit(DID_TO_HANDLE, did, deadline) for did in rest}
         _wait_until(futures.values(), deadline)
         for did, future in futures.items():
@@ -108,7 +110,8 @@ class IdentityResolver:
 
     def did_for(self, value: str, deadline: float) -> str | None:
         """The DID a user means by `value`: a DID as is, or the verified DID of a handle (any case, leading '@'
-        allowed); None when it is neither or the handle does not resolve by `deadline`."""
+        allowed); None when it is neither or the handle does not resolve by `deadline` (already passed: cache and
+        identity table only)."""
         text = value.strip() if isinstance(value, str) else ""
         if is_did(text):
             return text
@@ -122,7 +125,7 @@ class IdentityResolver:
         if did:
             self.cache.put(HANDLE_TO_DID, handle, did)
             return did
-        if cached is not None:
+        if cached is not None or deadline <= time.monotonic():
             return None
         future = self._submit(HANDLE_TO_DID, handle, deadline)
         _wait_until([future], deadline)

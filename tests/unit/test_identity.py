@@ -154,3 +154,14 @@ def test_resolver_with_everything_off_answers_from_the_identity_table_only() -> 
     finally:
         table.close()
         failing.close()
+
+
+def test_a_passed_deadline_means_cache_and_identity_table_only() -> None:
+    settings = Settings(redis_url="", plc_url="http://127.0.0.1:9", dns_enabled=False, wellknown_enabled=False)
+    resolver = IdentityResolver(settings, lambda dids: {}, lambda handle: None)
+    try:
+        assert resolver.handles([PLC], time.monotonic() - 1) == {}
+        assert resolver.did_for("alice.test", time.monotonic() - 1) is None
+        assert resolver._pool is None  # no lookup was started
+    finally:
+        resolver.close()
