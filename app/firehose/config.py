@@ -9,6 +9,7 @@ package reads the environment. `docs/configuration.md` is generated from the tab
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import sys
 from collections.abc import Mapping
@@ -131,12 +132,49 @@ class Settings:
         "FIREHOSE_API_CURSOR_SECRET", "", "HMAC key for page cursors; empty = random per start (set it for >1 host)."
     )
     plc_url: str = _setting(
-        "FIREHOSE_PLC_URL", "https://plc.directory", "PLC directory for DID -> handle; empty = off."
+        "FIREHOSE_PLC_URL", "https://plc.directory", "PLC directory serving did:plc documents; empty = off."
     )
     plc_timeout: float = _setting("FIREHOSE_PLC_TIMEOUT", 2.0, "Seconds to wait for the PLC directory.")
-    handle_cache_size: int = _setting("FIREHOSE_HANDLE_CACHE_SIZE", 100_000, "DID -> handle entries cached per worker.")
+    resolve_handle_url: str = _setting(
+        "FIREHOSE_RESOLVE_HANDLE_URL",
+        "",
+        "Full URL of an XRPC com.atproto.identity.resolveHandle endpoint, asked after DNS and well-known; "
+        "empty = off.",
+    )
+    dns_enabled: bool = _setting("FIREHOSE_DNS_ENABLED", True, "Resolve handles with DNS TXT `_atproto.<handle>`.")
+    dns_nameservers: tuple[str, ...] = _setting(
+        "FIREHOSE_DNS_NAMESERVERS", (), "Comma-separated ip[:port] ([v6]:port) DNS servers; empty = the system's."
+    )
+    wellknown_enabled: bool = _setting(
+        "FIREHOSE_WELLKNOWN_ENABLED", True, "Resolve handles with `https://<handle>/.well-known/atproto-did`."
+    )
+    wellknown_host: str = _setting(
+        "FIREHOSE_WELLKNOWN_HOST",
+        "",
+        "Testing: connect handle and did:web HTTPS lookups to this host instead (Host/SNI stay the handle's).",
+    )
+    wellknown_port: int = _setting("FIREHOSE_WELLKNOWN_PORT", 443, "Port of handle and did:web HTTPS lookups.")
+    wellknown_ca_file: Path | None = _setting(
+        "FIREHOSE_WELLKNOWN_CA_FILE", None, "Testing: CA bundle for handle and did:web HTTPS; unset = the system's."
+    )
+    resolve_timeout: float = _setting(
+        "FIREHOSE_RESOLVE_TIMEOUT", 2.0, "Longest single DNS, well-known or XRPC call (capped by the request's time)."
+    )
+    resolve_workers: int = _setting(
+        "FIREHOSE_RESOLVE_WORKERS", 8, "Identity lookups running at once per API worker (more wait their turn)."
+    )
+    handle_cache_size: int = _setting(
+        "FIREHOSE_HANDLE_CACHE_SIZE", 100_000, "Identity entries kept in each worker's in-process front cache."
+    )
     handle_cache_seconds: float = _setting(
-        "FIREHOSE_HANDLE_CACHE_SECONDS", 3600.0, "How long a learned handle (or a miss) is trusted before a re-check."
+        "FIREHOSE_HANDLE_CACHE_SECONDS", 3600.0, "How long a verified handle <-> DID pair stays in the Redis cache."
+    )
+    handle_negative_seconds: float = _setting(
+        "FIREHOSE_HANDLE_NEGATIVE_SECONDS", 300.0, "How long 'no verified handle/DID' stays in the Redis cache."
+    )
+    resolve_retry_seconds: float = _setting(
+        "FIREHOSE_RESOLVE_RETRY_SECONDS", 30.0, "After a resolver failed or ran out of time, a worker asks again "
+        "about the same name only after this long.",
     )
     api_bind: str = _setting("FIREHOSE_API_BIND", "127.0.0.1:8080", "host:port the API (Gunicorn) listens on.")
     api_workers: int = _setting("FIREHOSE_API_WORKERS", 0, "Gunicorn worker processes; 0 = one per core, at least 2.")
@@ -189,6 +227,35 @@ class Settings:
         for name in ("parquet_zstd_level", "compact_zstd_level"):
             if not 1 <= getattr(self, name) <= 22:
                 raise ConfigError(f"{_env_of(name)} must be between 1 and 22")
+        if self.resolve_timeout <= 0 or self.resolve_workers <= 0 or not 0 < self.wellknown_port < 65536:
+            raise ConfigError("FIREHOSE_RESOLVE_TIMEOUT and FIREHOSE_RESOLVE_WORKERS must be > 0 and "
+                              "FIREHOSE_WELLKNOWN_PORT a TCP port (1-65535)")
+        if min(self.handle_cache_seconds, self.handle_negative_seconds, self.resolve_retry_seconds) < 0:
+            raise ConfigError("FIREHOSE_HANDLE_CACHE_SECONDS, FIREHOSE_HANDLE_NEGATIVE_SECONDS and "
+                              "FIREHOSE_RESOLVE_RETRY_SECONDS must be >= 0")
+        nameservers(self.dns_nameservers)
+
+
+def nameservers(entries: tuple[str, ...]) -> list[tuple[str, int]]:
+    """FIREHOSE_DNS_NAMESERVERS entries (`ip`, `ip:port`, `[v6]:port`, `v6`) as (address, port) pairs."""
+    pairs = []
+    for entry in entries:
+        host, port = entry, "53"
+        if entry.startswith("["):
+            host, _, rest = entry[1:].partition("]")
+            port = rest.removeprefix(":") or "53"
+        elif entry.count(":") == 1:
+            host, port = entry.split(":")
+        try:
+            address = str(ipaddress.ip_address(host))
+            number = int(port)
+            if not 0 < number < 65536:
+                raise ValueError("port out of range")
+        except ValueError as exc:
+            raise ConfigError(f"FIREHOSE_DNS_NAMESERVERS: {entry!r} is not ip, ip:port or [ipv6]:port ({exc}); "
+                              "give DNS server addresses, not names") from None
+        pairs.append((address, number))
+    return pairs
 
 
 def _env_of(field_name: str) -> str:

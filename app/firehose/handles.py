@@ -1,4 +1,6 @@
-"""DID <-> handle mapping for the API: the `username` shown with each post, and the `username`/`author` filter.
+"""Superseded by firehose.identity (kept until the API switches over to it).
+
+DID <-> handle mapping for the API: the `username` shown with each post, and the `username`/`author` filter.
 
 Where a handle comes from, in order:
 1. a bounded per-worker LRU cache whose entries (hits and misses alike) expire after `handle_cache_seconds`,
@@ -13,23 +15,23 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from typing import Any
 
 import orjson
 
+from firehose.identity_cache import MISSING, TTLCache
+from firehose.identity_syntax import handle_from_did_document, is_did, normalise_handle
+
+__all__ = ["HandleBook", "PlcResolver", "TTLCache", "handle_from_did_document", "is_did", "normalise_handle"]
+
 log = logging.getLogger(__name__)
 
-DID_RE = re.compile(r"^did:[a-z]+:[A-Za-z0-9._:%-]{1,2000}$")
-HANDLE_RE = re.compile(r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
 PLC_DOWN_SECONDS = 30.0
 PLC_MAX_LOOKUPS_PER_CALL = 64
 PLC_WORKERS = 8
@@ -37,54 +39,6 @@ PLC_MAX_BODY = 256 * 1024
 
 IdentitySource = Callable[[list[str]], dict[str, str]]
 ReverseSource = Callable[[str], "str | None"]
-_MISSING = object()
-
-
-def is_did(value: str) -> bool:
-    """True when `value` is syntactically a DID (did:method:identifier)."""
-    return bool(DID_RE.match(value))
-
-
-def normalise_handle(value: str) -> str | None:
-    """A handle as stored (lower case, no leading '@'), or None when `value` is not a valid handle."""
-    handle = value.strip().removeprefix("@").lower()
-    if len(handle) > 253 or not HANDLE_RE.match(handle):
-        return None
-    return handle
-
-
-class TTLCache:
-    """A thread-safe LRU cache with at most `size` entries, each valid for `ttl` seconds after it was stored."""
-
-    def __init__(self, size: int, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self._size = max(1, size)
-        self._ttl = ttl
-        self._clock = clock
-        self._data: OrderedDict[str, tuple[float, Any]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: str, default: Any = _MISSING) -> Any:
-        """The live value for `key` (marking it recently used), or `default`."""
-        with self._lock:
-            item = self._data.get(key)
-            if item is None:
-                return default
-            if item[0] < self._clock():
-                del self._data[key]
-                return default
-            self._data.move_to_end(key)
-            return item[1]
-
-    def put(self, key: str, value: Any) -> None:
-        """Store `value` for `key`, evicting the least recently used entry past the size bound."""
-        with self._lock:
-            self._data[key] = (self._clock() + self._ttl, value)
-            self._data.move_to_end(key)
-            while len(self._data) > self._size:
-                self._data.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._data)
 
 
 class PlcResolver:
@@ -172,17 +126,6 @@ class PlcResolver:
         log.warning("PLC directory %s failed (%s); showing DIDs for %.0f s", self.base_url, reason, PLC_DOWN_SECONDS)
 
 
-def handle_from_did_document(doc: Any) -> str | None:
-    """The handle a DID document claims (first valid `at://` entry of `alsoKnownAs`), or None."""
-    aka = doc.get("alsoKnownAs") if isinstance(doc, dict) else None
-    for entry in aka if isinstance(aka, list) else ():
-        if isinstance(entry, str) and entry.startswith("at://"):
-            handle = normalise_handle(entry[5:])
-            if handle:
-                return handle
-    return None
-
-
 class HandleBook:
     """Per-worker DID <-> handle knowledge: cache, then the identity table, then the PLC directory."""
 
@@ -206,7 +149,7 @@ class HandleBook:
         unknown: list[str] = []
         for did in dict.fromkeys(dids):
             cached = self._handles.get(did)
-            if cached is _MISSING:
+            if cached is MISSING:
                 unknown.append(did)
             elif cached:
                 result[did] = cached
@@ -240,7 +183,7 @@ class HandleBook:
         if handle is None:
             return None
         cached = self._dids.get(handle)
-        if cached is not _MISSING:
+        if cached is not MISSING:
             return cached
         did = self._reverse(handle)
         self._dids.put(handle, did)
