@@ -4,6 +4,11 @@ Starts, under `--state-dir` (default ./var): a private redis-server (AOF on), th
 `--jetstream-url` points elsewhere), the ingester, a flush every `--flush-interval` seconds, and the API under
 Gunicorn. Each child's log lines are printed with its name in front. Ctrl-C (or SIGTERM) stops the feed, lets the
 ingester write what it holds, runs a last flush so everything buffered is on disk, then stops the API and Redis.
+
+Every child gets the caller's environment, so any `FIREHOSE_*` setting given to `make run` reaches every process;
+`firehose dev` sets only what it owns (see `_child_env`): the Redis URL, data and metrics paths, the API bind and
+the Jetstream URL, and, when it runs the simulator, every identity resolver pointed at the simulator on loopback
+(PLC directory, DNS on `--sim-dns-port`, XRPC resolveHandle; no HTTPS well-known), so nothing leaves the machine.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +48,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--flush-interval", type=float, default=300, help="seconds between flushes (default 300)")
     parser.add_argument("--jetstream-url", default="", help="ingest from this Jetstream instead of the simulator")
     parser.add_argument("--sim-port", type=int, default=6008, help="simulator port (default 6008)")
+    parser.add_argument("--sim-dns-port", type=int, default=6053,
+                        help="port (UDP and TCP) of the simulator's DNS server for its handles (default 6053)")
     parser.add_argument("--sim-rate", type=float, default=200, help="simulated events per second (default 200)")
     parser.add_argument("--sim-seed", type=int, default=1, help="simulator seed (default 1)")
 
@@ -60,7 +68,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             log.error("port %d is already in use: stop what listens there or pass %s", port, what)
             return 2
     jetstream = args.jetstream_url or f"ws://127.0.0.1:{args.sim_port}/subscribe"
-    env = _child_env(state, args, jetstream)
+    env = _child_env(state, args, jetstream, os.environ)
     exe = [sys.executable, "-m", "firehose.cli"]
     children: list[Child] = []
     stopping = threading.Event()
@@ -82,7 +90,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         _wait_port(args.redis_port)
         if not args.jetstream_url:
             start("simulate", [*exe, "simulate", "--host", "127.0.0.1", "--port", str(args.sim_port),
-                               "--rate", str(args.sim_rate), "--seed", str(args.sim_seed), "--start", "now"])
+                               "--rate", str(args.sim_rate), "--seed", str(args.sim_seed), "--start", "now",
+                               "--dns-port", str(args.sim_dns_port)])
             _wait_port(args.sim_port)
         start("ingest", [*exe, "ingest"])
         start("flush", [*exe, "flush", "--loop", str(args.flush_interval)])
@@ -133,8 +142,11 @@ def _stop(child: Child, timeout: float = 20) -> None:
         child.proc.wait()
 
 
-def _child_env(state: Path, args: argparse.Namespace, jetstream: str) -> dict[str, str]:
-    env = dict(os.environ)
+def _child_env(state: Path, args: argparse.Namespace, jetstream: str, environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment of every child: the caller's `environ` (every `FIREHOSE_*` setting passes through), overridden
+    only where `firehose dev` owns the value: the ports, paths and URLs of the processes it starts, and, with the
+    simulator, the identity resolvers (its accounts exist nowhere else, and nothing may leave the machine)."""
+    env = dict(environ)
     env.update({
         "FIREHOSE_REDIS_URL": f"redis://127.0.0.1:{args.redis_port}/0",
         "FIREHOSE_DATA_DIR": str(state / "data"),
@@ -144,8 +156,14 @@ def _child_env(state: Path, args: argparse.Namespace, jetstream: str) -> dict[st
         "FIREHOSE_API_METRICS_DIR": str(state / "prometheus"),
         "PYTHONUNBUFFERED": "1",
     })
-    if not args.jetstream_url:  # the simulator's accounts are in no real PLC directory: it serves one itself
-        env["FIREHOSE_PLC_URL"] = f"http://127.0.0.1:{args.sim_port}/plc"
+    if not args.jetstream_url:  # the simulator's accounts exist nowhere else: it resolves them itself, on loopback
+        simulator = f"http://127.0.0.1:{args.sim_port}"
+        env.update({
+            "FIREHOSE_PLC_URL": f"{simulator}/plc",
+            "FIREHOSE_RESOLVE_HANDLE_URL": f"{simulator}/xrpc/com.atproto.identity.resolveHandle",
+            "FIREHOSE_DNS_NAMESERVERS": f"127.0.0.1:{args.sim_dns_port}",
+            "FIREHOSE_WELLKNOWN_ENABLED": "false",  # HTTPS to the handle's host would leave the machine
+        })
     return env
 
 

@@ -10,9 +10,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+import dns.message
+import dns.query
 import duckdb
 import redis
 
+from firehose.simulator.identity import handle_for
 from tests.conftest import free_port
 from tests.integration.pipeline import CLI, stage_env
 
@@ -27,7 +30,7 @@ def test_dev_stack_runs_end_to_end_and_stops_cleanly(tmp_path: Path) -> None:
     env = stage_env("redis://unused", tmp_path / "unused")
     proc = subprocess.Popen(
         [*CLI, "dev", "--state-dir", str(tmp_path / "var"), "--api-port", str(api), "--redis-port", str(redis_port),
-         "--sim-port", str(sim), "--flush-interval", "2", "--sim-rate", "500"],
+         "--sim-port", str(sim), "--sim-dns-port", str(free_port()), "--flush-interval", "2", "--sim-rate", "500"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
@@ -77,3 +80,61 @@ def test_dev_stack_runs_end_to_end_and_stops_cleanly(tmp_path: Path) -> None:
     assert int(cli.stdout.strip()) > 0
     newest = duckdb.sql(f"SELECT max(time_us) FROM read_parquet('{data}/*/*/*.parquet', union_by_name=true)").fetchall()
     assert newest[0][0] == written
+
+
+def children_of(pid: int) -> dict[str, dict[str, str]]:
+    """The environment of every live child process of `pid`, read from /proc, by command line.
+
+    redis-server is left out: it writes its process title over the memory /proc/<pid>/environ shows.
+    """
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) != pid:
+                continue
+            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            raw = (stat.parent / "environ").read_bytes().decode()
+        except (OSError, IndexError, ValueError):
+            continue  # exited while we looked
+        if "redis-server" not in cmdline:
+            found[cmdline] = dict(v.split("=", 1) for v in raw.split("\0") if "=" in v)
+    return found
+
+
+def test_dev_stack_passes_the_callers_settings_to_every_child_and_resolves_on_loopback(tmp_path: Path) -> None:
+    api, redis_port, sim, dns_port = free_port(), free_port(), free_port(), free_port()
+    env = stage_env("redis://unused", tmp_path / "unused", FIREHOSE_API_PAGE_SIZE="3", FIREHOSE_PLC_TIMEOUT="1.5")
+    proc = subprocess.Popen(
+        [*CLI, "dev", "--state-dir", str(tmp_path / "var"), "--api-port", str(api), "--redis-port", str(redis_port),
+         "--sim-port", str(sim), "--sim-dns-port", str(dns_port), "--flush-interval", "600", "--sim-rate", "50"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        children: dict[str, dict[str, str]] = {}
+        while time.monotonic() < deadline and len(children) < 4:  # simulate, ingest, flush, api (and redis)
+            time.sleep(0.5)
+            children = children_of(proc.pid)
+        assert len(children) == 4, list(children)
+        for child in children.values():
+            assert child["FIREHOSE_API_PAGE_SIZE"] == "3" and child["FIREHOSE_PLC_TIMEOUT"] == "1.5"
+            assert child["FIREHOSE_DNS_NAMESERVERS"] == f"127.0.0.1:{dns_port}"
+            assert child["FIREHOSE_PLC_URL"] == f"http://127.0.0.1:{sim}/plc"
+            assert child["FIREHOSE_WELLKNOWN_ENABLED"] == "false"
+        # the simulator answers its handles' _atproto TXT records on the port the children were given
+        did = "did:plc:" + "c" * 24
+        query = dns.message.make_query(f"_atproto.{handle_for(did)}", "TXT")
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                reply = dns.query.tcp(query, "127.0.0.1", port=dns_port, timeout=5)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        assert [b"".join(rr.strings) for rr in reply.answer[0]] == [f"did={did}".encode()]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=90)
+    assert proc.returncode == 0, output

@@ -6,12 +6,18 @@ import contextlib
 import http.client
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import dns.flags
+import dns.message
+import dns.query
+import dns.rcode
+import dns.resolver
 import orjson
 import pytest
 import zstandard
@@ -19,8 +25,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from firehose.config import ZSTD_DICTIONARY_PATH
-from firehose.simulator.generator import EventGenerator
-from firehose.simulator.identity import handle_for
+from firehose.simulator.generator import IDENTITY_HANDLE_SHARE, EventGenerator
+from firehose.simulator.identity import did_for_handle, handle_for
 from firehose.simulator.mix import POST
 from firehose.simulator.options import SimulatorOptions
 from firehose.simulator.server import SimulatorThread
@@ -331,3 +337,98 @@ def test_plc_directory_serves_the_handles_of_simulated_accounts(shared_sim: Simu
     assert json.loads(body)["alsoKnownAs"] == [f"at://{handle_for(did)}"]
     status, body = http_get(shared_sim, "/plc/did:plc:nonsense")
     assert status == 404 and "not registered" in body
+
+
+# -- handle resolution: DNS, well-known, XRPC (as the network answers) ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def identity_sim() -> Iterator[SimulatorThread]:
+    """A simulator with its handle DNS server on a free port; 10k events with the default identity handle share."""
+    with simulator(start=DAY, rate=0, events=10_000, seed=6, dns_port=0) as sim:
+        yield sim
+
+
+def identity_events(sim: SimulatorThread) -> list[dict]:
+    """The `identity` bodies of the run's identity events, received over a subscription whose collection filter
+    matches no commit (identity and account events are always sent)."""
+    with subscribe(sim, "cursor=1&wantedCollections=app.example.nothing") as ws:
+        got = [orjson.loads(m) for m in receive(ws, idle=1.0)]
+    assert got and {e["kind"] for e in got} == {"identity", "account"}
+    return [e["identity"] for e in got if e["kind"] == "identity"]
+
+
+def get_as_host(sim: SimulatorThread, path: str, host: str) -> tuple[int, str, str]:
+    """(status, Content-Type, body) of a GET with the given Host header, as a client asking `host` sends it."""
+    conn = http.client.HTTPConnection("127.0.0.1", sim.simulator.port, timeout=5)
+    try:
+        conn.request("GET", path, headers={"Host": host})
+        response = conn.getresponse()
+        return response.status, response.getheader("Content-Type", ""), response.read().decode()
+    finally:
+        conn.close()
+
+
+def test_a_share_of_identity_events_carries_no_handle(identity_sim: SimulatorThread) -> None:
+    identities = identity_events(identity_sim)
+    assert len(identities) == 100  # 1% of 10k events
+    bare = [body for body in identities if "handle" not in body]
+    assert list(bare[0]) == ["did", "seq", "time"]  # the real (golden) identity event's shape
+    share = 1 - len(bare) / len(identities)
+    assert abs(share - IDENTITY_HANDLE_SHARE) < 0.15, share
+    for body in identities:
+        assert did_for_handle(handle_for(body["did"])) == body["did"]
+        assert body.get("handle", handle_for(body["did"])) == handle_for(body["did"])
+
+
+@pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])
+def test_dns_answers_the_atproto_txt_record_of_every_simulated_handle(identity_sim: SimulatorThread,
+                                                                     tcp: bool) -> None:
+    port = identity_sim.dns_port
+    assert port is not None and port > 0
+    resolver = dns.resolver.Resolver(configure=False)  # only the simulator, never the system's DNS
+    resolver.nameservers, resolver.port = ["127.0.0.1"], port
+    dids = sorted({body["did"] for body in identity_events(identity_sim)})[:20]
+    for did in dids:
+        answer = resolver.resolve(f"_atproto.{handle_for(did)}", "TXT", tcp=tcp, lifetime=10)
+        assert [b"".join(rr.strings) for rr in answer] == [f"did={did}".encode()]
+        assert answer.response.flags & dns.flags.AA  # authoritative
+    query = dns.query.tcp if tcp else dns.query.udp
+    for name in ("_atproto.nobody.bsky.social", "_atproto.example.com", f"{handle_for(dids[0])}"):
+        reply = query(dns.message.make_query(name, "TXT"), "127.0.0.1", port=port, timeout=10)
+        assert reply.rcode() == dns.rcode.NXDOMAIN and not reply.answer, name
+    reply = query(dns.message.make_query(f"_atproto.{handle_for(dids[0])}", "A"), "127.0.0.1", port=port, timeout=10)
+    assert reply.rcode() == dns.rcode.NOERROR and not reply.answer  # the name exists, with only a TXT record
+
+
+def test_well_known_atproto_did_answers_by_host(identity_sim: SimulatorThread) -> None:
+    did = identity_events(identity_sim)[0]["did"]
+    handle = handle_for(did)
+    for host in (handle, f"{handle}:{identity_sim.simulator.port}", handle.upper()):
+        status, content_type, body = get_as_host(identity_sim, "/.well-known/atproto-did", host)
+        assert (status, body) == (200, did), host
+        assert content_type.startswith("text/plain")
+    status, _, _ = get_as_host(identity_sim, "/.well-known/atproto-did", "alice.example.com")
+    assert status == 404
+
+
+def test_xrpc_resolve_handle_answers_like_the_real_service(identity_sim: SimulatorThread) -> None:
+    did = identity_events(identity_sim)[-1]["did"]
+    status, body = http_get(identity_sim, f"/xrpc/com.atproto.identity.resolveHandle?handle={handle_for(did)}")
+    assert status == 200 and json.loads(body) == {"did": did}
+    status, body = http_get(identity_sim, "/xrpc/com.atproto.identity.resolveHandle?handle=alice.example.com")
+    assert status == 400 and json.loads(body) == {"error": "InvalidRequest", "message": "Unable to resolve handle"}
+    status, body = http_get(identity_sim, "/xrpc/com.atproto.identity.resolveHandle")
+    assert status == 400 and json.loads(body)["error"] == "InvalidRequest"
+
+
+def test_dns_server_stops_with_the_simulator() -> None:
+    with simulator(start=DAY, rate=0, events=10, dns_port=0) as sim:
+        port = sim.dns_port
+        assert port is not None
+        query = dns.message.make_query(f"_atproto.{handle_for('did:plc:' + 'b' * 24)}", "TXT")
+        assert dns.query.tcp(query, "127.0.0.1", port=port, timeout=10).answer
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
+        udp.bind(("127.0.0.1", port))  # both sockets were closed: the port is free again
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        tcp.bind(("127.0.0.1", port))

@@ -13,7 +13,7 @@ from firehose.schema import COLLECTION_TABLES, route
 from firehose.simulator.clock import DEFAULT_START_US, Profile
 from firehose.simulator.encoding import tid, tid_time_us
 from firehose.simulator.generator import EventGenerator
-from firehose.simulator.identity import handle_for
+from firehose.simulator.identity import did_for_handle, handle_for, plc_document
 from firehose.simulator.mix import LIKE, MIX, POST
 from firehose.simulator.vocabulary import COMMON_WORD, PHRASE, RARE_WORD, TAG, VOCABULARY
 from tests.conftest import GOLDEN
@@ -71,7 +71,7 @@ def test_sequence_is_pinned() -> None:
     assert digest == PINNED_DIGEST
 
 
-PINNED_DIGEST = "9f11e7539f70025c0069cf4b5ce86e6072d6323288b7c2d7116a4482728e01c5"
+PINNED_DIGEST = "281e236ef4715a055fe5130bd2b441466d613d1761987b7998f7232965e8bc15"
 
 
 # -- shape ----------------------------------------------------------------------------------------------------------
@@ -80,6 +80,8 @@ PINNED_DIGEST = "9f11e7539f70025c0069cf4b5ce86e6072d6323288b7c2d7116a4482728e01c
 def test_events_have_the_golden_shape(sample: list[dict]) -> None:
     golden = [orjson.loads(line) for line in GOLDEN.read_bytes().splitlines() if line.strip()]
     golden_layout = {e["kind"]: list(e) for e in golden}
+    golden_identity = next(e for e in golden if e["kind"] == "identity")
+    assert list(golden_identity["identity"]) == ["did", "seq", "time"]
     for event in sample[:20_000]:
         assert list(event) == golden_layout[event["kind"]], event
         assert DID_RE.match(event["did"])
@@ -94,8 +96,11 @@ def test_events_have_the_golden_shape(sample: list[dict]) -> None:
                 assert commit["record"]["$type"] == commit["collection"]
                 assert commit["rkey"] == "self" or TID_RE.match(commit["rkey"]) or ":" in commit["rkey"]
         elif event["kind"] == "identity":
-            assert list(event["identity"]) == ["did", "handle", "seq", "time"]
-            assert event["identity"]["handle"] == handle_for(event["did"])
+            if "handle" in event["identity"]:
+                assert list(event["identity"]) == ["did", "handle", "seq", "time"]
+                assert event["identity"]["handle"] == handle_for(event["did"])
+            else:  # as most real ones: the golden identity event has no handle
+                assert list(event["identity"]) == list(golden_identity["identity"])
         else:
             assert set(event["account"]) <= {"active", "did", "seq", "status", "time"}
             assert event["account"]["active"] is ("status" not in event["account"])
@@ -255,14 +260,53 @@ def test_author_activity_is_skewed(sample: list[dict]) -> None:
 # -- identities ---------------------------------------------------------------------------------------------------
 
 
-def test_handles_are_deterministic_and_well_formed() -> None:
+def test_handles_are_deterministic_well_formed_and_invertible() -> None:
     gen = EventGenerator(seed=0)
     dids = [gen.did(r) for r in range(5000)]
     handles = [handle_for(d) for d in dids]
     assert handles == [handle_for(d) for d in dids]
     assert len(set(handles)) == len(handles)
-    assert all(re.match(r"^[a-z0-9]+(\.[a-z]+)+$", h) for h in handles)
+    # atproto handle syntax: labels of 1-63 lower-case letters, digits and inner hyphens; a letters-only TLD
+    label = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+    assert all(re.fullmatch(rf"(?:{label}\.)+[a-z]+", h) and len(h) <= 253 for h in handles)
     assert sum(h.endswith(".bsky.social") for h in handles) > 0.75 * len(handles)
+    assert [did_for_handle(h) for h in handles] == dids
+    assert did_for_handle(handles[0].upper() + ".") == dids[0]  # handles are case-insensitive; FQDN dot allowed
+
+
+@pytest.mark.parametrize("name", [
+    "", "bsky.social", "alice.bsky.social", "_atproto.alice.bsky.social", "did:plc:abc",
+    "mariacat-aaaaaaaaaaaaaaaaaaaaaaaa.bsky.social",  # the right shape, but not that DID's name or domain
+])
+def test_did_for_handle_refuses_names_it_did_not_make(name: str) -> None:
+    assert did_for_handle(name) is None
+
+
+def test_did_for_handle_refuses_a_handle_on_the_wrong_domain() -> None:
+    handle = handle_for("did:plc:" + "a" * 24)
+    first, _, domain = handle.partition(".")
+    other = "example.org" if domain != "example.org" else "example.net"
+    assert did_for_handle(handle) == "did:plc:" + "a" * 24
+    assert did_for_handle(f"{first}.{other}") is None
+    assert plc_document("did:plc:" + "a" * 24)["alsoKnownAs"] == [f"at://{handle}"]
+    assert plc_document("did:plc:" + "A" * 24) is None
+
+
+@pytest.mark.parametrize("share", [0.0, 0.3, 1.0])
+def test_identity_events_carry_a_handle_in_the_configured_share(share: float) -> None:
+    gen = EventGenerator(seed=2, identity_handle_share=share)
+    identities = [e["identity"] for e in gen.iter_events(0, 40_000) if e["kind"] == "identity"]
+    assert len(identities) == 400  # 1% of the mix
+    with_handle = sum("handle" in body for body in identities) / len(identities)
+    assert abs(with_handle - share) < 0.08, with_handle
+    # deterministic per seed: the same events carry the handle every time
+    again = EventGenerator(seed=2, identity_handle_share=share)
+    assert [e["identity"] for e in again.iter_events(0, 40_000) if e["kind"] == "identity"] == identities
+
+
+def test_identity_handle_share_must_be_a_share() -> None:
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        EventGenerator(identity_handle_share=1.5)
 
 
 # -- time -----------------------------------------------------------------------------------------------------------

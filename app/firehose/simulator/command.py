@@ -12,6 +12,7 @@ from pathlib import Path
 import orjson
 
 from firehose.config import Settings
+from firehose.simulator.generator import IDENTITY_HANDLE_SHARE
 from firehose.simulator.options import DEFAULT_HOST, DEFAULT_PORT, SimulatorOptions
 from firehose.simulator.server import Simulator
 
@@ -38,6 +39,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--users", type=int, default=2_000_000, help="size of the DID population (default 2M)")
     parser.add_argument("--jitter-ms", type=float, default=40.0,
                         help="time_us is up to this much earlier than the event's slot (default 40)")
+    parser.add_argument("--identity-handle-share", type=float, default=IDENTITY_HANDLE_SHARE,
+                        help="share of identity events that carry a handle; the rest are {did, seq, time} like "
+                             f"most real ones (default {IDENTITY_HANDLE_SHARE})")
+    parser.add_argument("--dns-port", type=int, default=0,
+                        help="also answer DNS (UDP and TCP, same --host) for the simulated handles' "
+                             "_atproto TXT records on this port; 0 = no DNS server (default 0)")
     parser.add_argument("--replay", type=Path, default=None, help="replay this JSONL file's lines verbatim")
     parser.add_argument("--loop", action="store_true", help="with --replay: start over at the end, forever")
     parser.add_argument("--start-on-connect", action="store_true",
@@ -49,7 +56,8 @@ def options_from_args(args: argparse.Namespace) -> SimulatorOptions:
     return SimulatorOptions(
         host=args.host, port=args.port, seed=args.seed, rate=args.rate, start=args.start, days=args.days,
         events=args.events, diurnal=args.diurnal, peak_ratio=args.peak_ratio, users=args.users,
-        jitter_ms=args.jitter_ms, replay=args.replay, loop=args.loop, start_on_connect=args.start_on_connect,
+        jitter_ms=args.jitter_ms, identity_handle_share=args.identity_handle_share,
+        dns_port=args.dns_port or None, replay=args.replay, loop=args.loop, start_on_connect=args.start_on_connect,
     )
 
 
@@ -75,7 +83,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         asyncio.run(_serve_until_signal(simulator))
     except OSError as exc:
-        print(f"firehose simulate: cannot listen on {args.host}:{args.port}: {exc} (choose another --port)",
-              file=sys.stderr)
+        dns = f" and DNS port {args.dns_port}" if args.dns_port else ""
+        print(f"firehose simulate: cannot listen on {args.host}:{args.port}{dns}: {exc} "
+              "(choose another --port or --dns-port)", file=sys.stderr)
         return 1
     return 0

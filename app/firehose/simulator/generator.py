@@ -6,8 +6,8 @@ on every machine, in any order of calls. That is what makes cursor replay in the
 
 Shape: each event is a dict laid out like `tests/fixtures/jetstream/golden_v1.jsonl` (top-level `did`, `time_us`,
 `kind`; `commit` = `{rev, operation, collection, rkey, record, cid}` without `record`/`cid` for deletes;
-`identity` = `{did, handle, seq, time}`; `account` = `{active, did, seq, time, status?}`); record keys are sorted as
-Jetstream sorts them.
+`identity` = `{did, handle, seq, time}`, or `{did, seq, time}` as most real ones are (`identity_handle_share`);
+`account` = `{active, did, seq, time, status?}`); record keys are sorted as Jetstream sorts them.
 
 This module owns the per-event hashing (author, CID, jitter), the kind of each event (`firehose.simulator.mix`,
 exact in every window of 1000 events, the order shuffled), the accounts and the posts other records point at, and
@@ -40,6 +40,8 @@ from firehose.simulator.records import PostRef, RecordMaker
 
 SEQ_BASE = 30_000_000_000
 """`seq` of identity and account event i is SEQ_BASE + i."""
+IDENTITY_HANDLE_SHARE = 0.3
+"""Share of identity events that carry a `handle` (real Jetstream identity events mostly carry none)."""
 _MASK64 = (1 << 64) - 1
 
 
@@ -74,6 +76,7 @@ class EventGenerator:
         *,
         users: int = 2_000_000,
         jitter_us: int = 40_000,
+        identity_handle_share: float = IDENTITY_HANDLE_SHARE,
         block_size: int = 64,
         cache_blocks: int = 256,
     ) -> None:
@@ -81,11 +84,14 @@ class EventGenerator:
             raise ValueError(f"users must be at least 1000, got {users}")
         if jitter_us < 0 or block_size < 1:
             raise ValueError("jitter_us must be >= 0 and block_size >= 1")
+        if not 0.0 <= identity_handle_share <= 1.0:
+            raise ValueError(f"identity_handle_share must be between 0 and 1, got {identity_handle_share}")
         self.seed = seed
         self.start_us = start_us
         self.profile = profile or Profile()
         self.users = users
         self.jitter_us = jitter_us
+        self._handle_threshold = int(identity_handle_share * 2**32)
         self.block_size = block_size
         self._clock = Clock(self.profile, start_us)
         self._key = hashlib.blake2b(str(seed).encode(), digest_size=32, person=b"fh-seed").digest()
@@ -270,11 +276,10 @@ class EventGenerator:
         k = self._tables[self._table_of(window)][pos]
         kind = MIX[k]
         if kind.kind == "identity":
-            return {"did": did, "time_us": time_us, "kind": "identity",
-                    "identity": {"did": did, "handle": handle_for(did), "seq": SEQ_BASE + i,
-                                 "time": self._iso(base - 50_000)}}
+            body = self._identity(i, header, did, base)
+            return {"did": did, "time_us": time_us, "kind": "identity", "identity": body}
         if kind.kind == "account":
-            body: dict[str, Any] = {"active": True, "did": did, "seq": SEQ_BASE + i}
+            body = {"active": True, "did": did, "seq": SEQ_BASE + i}
             u = rng.random()
             if u < 0.15:
                 body["active"] = False
@@ -294,6 +299,17 @@ class EventGenerator:
             commit = {"rev": rev, "operation": kind.operation, "collection": collection, "rkey": rkey,
                       "record": record, "cid": "bafyrei" + b32_chars(header[:52])}
         return {"did": did, "time_us": time_us, "kind": "commit", "commit": commit}
+
+
+    def _identity(self, i: int, header: bytes, did: str, base: int) -> dict[str, Any]:
+        """An identity event's body: with the account's handle for a share of events (decided by the event's hash
+        bytes an identity event has no other use for), else without the key, like the golden `{did, seq, time}`."""
+        body: dict[str, Any] = {"did": did}
+        if int.from_bytes(header[:4], "big") < self._handle_threshold:
+            body["handle"] = handle_for(did)
+        body["seq"] = SEQ_BASE + i
+        body["time"] = self._iso(base - 50_000)
+        return body
 
 
 def measure_throughput(count: int = 200_000, seed: int = 0, *, diurnal: bool = False) -> tuple[float, float]:

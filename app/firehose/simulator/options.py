@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from firehose.simulator.clock import parse_time
+from firehose.simulator.generator import IDENTITY_HANDLE_SHARE
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 6008
@@ -14,7 +15,11 @@ DEFAULT_PORT = 6008
 
 @dataclass(frozen=True)
 class SimulatorOptions:
-    """How the simulator runs (the `firehose simulate` flags). Port 0 picks a free port."""
+    """How the simulator runs (the `firehose simulate` flags). Port 0 picks a free port.
+
+    `dns_port`: None = no DNS server; 0 = any free port (UDP and TCP alike; tests), as `port`. The command line's
+    `--dns-port 0` (its default) means None.
+    """
 
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
@@ -27,6 +32,8 @@ class SimulatorOptions:
     peak_ratio: float = 1.6
     users: int = 2_000_000
     jitter_ms: float = 40.0
+    identity_handle_share: float = IDENTITY_HANDLE_SHARE
+    dns_port: int | None = None
     replay: Path | None = None
     loop: bool = False
     start_on_connect: bool = False
@@ -39,6 +46,10 @@ class SimulatorOptions:
             raise ValueError(f"--events must be >= 0, got {self.events}")
         if self.days is not None and self.days <= 0:
             raise ValueError(f"--days must be > 0, got {self.days}")
+        if not 0.0 <= self.identity_handle_share <= 1.0:
+            raise ValueError(f"--identity-handle-share must be between 0 and 1, got {self.identity_handle_share}")
+        if self.dns_port is not None and not 0 <= self.dns_port <= 65535:
+            raise ValueError(f"--dns-port must be a port number (0 = no DNS server), got {self.dns_port}")
         if self.replay is not None:
             if not self.replay.is_file():
                 raise ValueError(f"--replay {self.replay}: no such file")

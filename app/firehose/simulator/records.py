@@ -15,7 +15,7 @@ from typing import Any, NamedTuple, Protocol
 
 from firehose.simulator.clock import IsoClock
 from firehose.simulator.encoding import b32_chars, tid
-from firehose.simulator.identity import handle_for
+from firehose.simulator.identity import handle_for, handle_name
 from firehose.simulator.mix import BLOCK, FOLLOW, LIKE, MIX, POST, PROFILE, REPOST
 from firehose.simulator.vocabulary import (
     CJK_WORD,
@@ -132,8 +132,7 @@ class RecordMaker:
             record["banner"] = self._blob(rng, "image/jpeg", 50_000, 2_000_000)
         record["createdAt"] = self._iso(created - int(rng.random() * 500 * 86_400e6))
         record["description"] = self._words(rng, "en", rng.randint(0, 25))
-        record["displayName"] = handle_for(did).split(".")[0][:-6].title() + (rng.choice(EMOJIS)
-                                                                            if rng.random() < 0.2 else "")
+        record["displayName"] = handle_name(did).title() + (rng.choice(EMOJIS) if rng.random() < 0.2 else "")
         if rng.random() < 0.2:
             ref = self._recent_post(i, rng)
             record["pinnedPost"] = {"cid": ref.cid, "uri": ref.uri}

@@ -5,8 +5,11 @@ Subscribe at `ws://HOST:PORT/subscribe` with Jetstream's query parameters: `want
 (repeatable, up to 10,000), `cursor` (unix µs), `compress=true` (each message one zstd frame made with the Jetstream
 dictionary), `maxMessageSizeBytes` and `requireHello`. Clients may send
 `{"type": "options_update", "payload": {...}}` text frames to change the filters. Bad parameters get HTTP 400 with
-a message. On the same port, `GET /stats` returns JSON counters, `GET /health` returns 200, and `GET /plc/<did>`
-answers like a PLC directory for the simulated accounts (their handles).
+a message. On the same port, `GET /stats` returns JSON counters, `GET /health` returns 200, `GET /plc/<did>`
+answers like a PLC directory for the simulated accounts (their handles), and handle -> DID resolution answers as the
+network does: `GET /.well-known/atproto-did` by the request's Host (the handle) and
+`GET /xrpc/com.atproto.identity.resolveHandle?handle=`; with `dns_port` set, `firehose.simulator.handle_dns` serves
+the `_atproto` TXT records too, started and stopped with the websocket server.
 
 The event sequence is global: event number i is the same for every subscriber (see
 `firehose.simulator.generator`); where it comes from and how the live position moves is `firehose.simulator.sources`
@@ -31,7 +34,7 @@ import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import orjson
 import zstandard
@@ -41,7 +44,8 @@ from websockets.http11 import Request, Response
 
 from firehose.config import ZSTD_DICTIONARY_PATH
 from firehose.simulator.generator import EventGenerator
-from firehose.simulator.identity import plc_document
+from firehose.simulator.handle_dns import HandleDnsServer
+from firehose.simulator.identity import did_for_handle, plc_document
 from firehose.simulator.options import SimulatorOptions
 from firehose.simulator.sources import GeneratedSource, Source, build_source
 from firehose.simulator.subscription import BadRequest, Subscription, parse_filters, parse_subscription
@@ -50,6 +54,8 @@ log = logging.getLogger(__name__)
 
 CHUNK = 256
 """Events a connection sends before it yields to the other connections."""
+WELL_KNOWN_DID = "/.well-known/atproto-did"
+RESOLVE_HANDLE = "/xrpc/com.atproto.identity.resolveHandle"
 
 
 def load_dictionary(path: Path = ZSTD_DICTIONARY_PATH) -> zstandard.ZstdCompressionDict:
@@ -82,6 +88,7 @@ class Simulator:
         self._subs: weakref.WeakKeyDictionary[ServerConnection, Subscription] = weakref.WeakKeyDictionary()
         self._position = 0  # how far the fastest subscriber got (the live position when reading unpaced)
         self._server: Server | None = None
+        self._dns = HandleDnsServer(options.host, options.dns_port) if options.dns_port is not None else None
         self._started = time.monotonic()
         self.port = options.port
 
@@ -98,8 +105,15 @@ class Simulator:
     def http_url(self) -> str:
         return f"http://{self.options.host}:{self.port}"
 
+    @property
+    def dns_port(self) -> int | None:
+        """The port the handle DNS server listens on (UDP and TCP), None without one."""
+        return self._dns.port if self._dns is not None else None
+
     async def start(self) -> None:
-        """Listen on the configured host and port."""
+        """Listen on the configured host and port (and the DNS port, if any)."""
+        if self._dns is not None:
+            self._dns.start()
         self._server = await serve(
             self._handle, self.options.host, self.options.port, process_request=self._process_request,
             compression=None, max_size=2**20, write_limit=2**18, ping_interval=20, ping_timeout=60,
@@ -111,11 +125,13 @@ class Simulator:
         log.info("Jetstream simulator: subscribe at %s (stats at %s/stats; %s)", self.url, self.http_url, described)
 
     async def stop(self) -> None:
-        """Close every connection and stop listening."""
+        """Close every connection and stop listening (DNS too)."""
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
+        if self._dns is not None:
+            await asyncio.to_thread(self._dns.stop)
 
     async def serve_forever(self) -> None:
         """Start (if needed) and serve until cancelled."""
@@ -165,8 +181,13 @@ class Simulator:
             return _json_response(connection, http.HTTPStatus.OK, self.stats())
         if path.startswith("/plc/did:plc:"):
             return self._plc_document(connection, path.removeprefix("/plc/"))
+        if path == WELL_KNOWN_DID:
+            return _well_known_did(connection, request.headers.get("Host", ""))
+        if path == RESOLVE_HANDLE:
+            return _resolve_handle(connection, parse_qs(urlsplit(request.path).query).get("handle", []))
         return connection.respond(http.HTTPStatus.NOT_FOUND,
-                                  "not found: subscribe at /subscribe, or GET /stats, /health or /plc/<did>\n")
+                                  "not found: subscribe at /subscribe, or GET /stats, /health, /plc/<did>, "
+                                  f"{WELL_KNOWN_DID} or {RESOLVE_HANDLE}?handle=\n")
 
     def _plc_document(self, connection: ServerConnection, did: str) -> Response:
         """A minimal PLC directory for the simulated accounts (`FIREHOSE_PLC_URL=http://host:port/plc`), so the
@@ -293,6 +314,27 @@ async def send_frames(ws: ServerConnection, frames: list[bytes], *, text: bool) 
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def _well_known_did(connection: ServerConnection, host: str) -> Response:
+    """`/.well-known/atproto-did` of the handle named by the Host header: the DID as text/plain, or 404."""
+    handle = host.rsplit(":", 1)[0] if host.count(":") == 1 else host  # drop a :port
+    did = did_for_handle(handle)
+    if did is None:
+        return connection.respond(http.HTTPStatus.NOT_FOUND, f"no simulated account has the handle {handle!r}\n")
+    return connection.respond(http.HTTPStatus.OK, did)
+
+
+def _resolve_handle(connection: ServerConnection, handles: list[str]) -> Response:
+    """`com.atproto.identity.resolveHandle`: `{"did": ...}`, or 400 with an XRPC error body, as the real service."""
+    if len(handles) != 1 or not handles[0].strip():
+        return _json_response(connection, http.HTTPStatus.BAD_REQUEST,
+                              {"error": "InvalidRequest", "message": 'Error: Params must have the property "handle"'})
+    did = did_for_handle(handles[0])
+    if did is None:
+        return _json_response(connection, http.HTTPStatus.BAD_REQUEST,
+                              {"error": "InvalidRequest", "message": "Unable to resolve handle"})
+    return _json_response(connection, http.HTTPStatus.OK, {"did": did})
+
+
 def _json_response(connection: ServerConnection, status: http.HTTPStatus, body: Any) -> Response:
     response = connection.respond(status, orjson.dumps(body).decode() + "\n")
     del response.headers["Content-Type"]
@@ -358,6 +400,10 @@ class SimulatorThread:
     @property
     def http_url(self) -> str:
         return self.simulator.http_url
+
+    @property
+    def dns_port(self) -> int | None:
+        return self.simulator.dns_port
 
     @property
     def generator(self) -> EventGenerator | None:

@@ -183,7 +183,8 @@ def build_source(options: SimulatorOptions, now_us: int | None = None) -> Source
         sim_rate = options.rate or EVENTS_PER_DAY / 86_400
     profile = Profile(rate=sim_rate, diurnal=options.diurnal, peak_ratio=options.peak_ratio)
     generator = EventGenerator(options.seed, start_us, profile, users=options.users,
-                               jitter_us=int(options.jitter_ms * 1000))
+                               jitter_us=int(options.jitter_ms * 1000),
+                               identity_handle_share=options.identity_handle_share)
     limit = options.events
     if limit is None and options.days is not None:
         limit = generator.index_at_or_after(start_us + int(options.days * 86_400e6))
