@@ -32,7 +32,7 @@ import pyarrow as pa
 from firehose import storage
 from firehose.buffer import SEPARATOR, Buffer, Entry, id_ms, id_tuple, split_events
 from firehose.config import Settings
-from firehose.faults import Failpoints
+from firehose.faults import Failpoint, Failpoints
 from firehose.schema import TABLE_NAMES, TableBatch
 
 log = logging.getLogger("firehose.flush")
@@ -129,6 +129,7 @@ class Flusher:
         self.buffer = buffer
         self.data_dir = settings.data_dir
         self.consumer = settings.flush_consumer
+        self.policy = storage.ParquetPolicy.for_flush(settings)
         self.faults = Failpoints(settings.failpoint)
 
     def run_once(self, max_batches: int | None = None) -> FlushResult:
@@ -190,22 +191,19 @@ class Flusher:
         first, last = entries[0][0], entries[-1][0]
         if not recorded:
             self.buffer.begin_batch(first, last)
-        self.faults.reached("flush.after_begin")
+        self.faults.reached(Failpoint.FLUSH_AFTER_BEGIN)
         tables, batch.duplicates, batch.raw_bytes = build_tables(entries)
         batch.events = sum(t.num_rows for t in tables.values()) + batch.duplicates
         name = file_name(first, last)
         for (table, date), arrow_table in sorted(tables.items()):
             path = storage.partition_dir(self.data_dir, table, date) / name
-            batch.bytes_written += storage.write_parquet(
-                arrow_table, path, zstd_level=self.settings.parquet_zstd_level,
-                row_group_size=self.settings.parquet_row_group,
-            )
+            batch.bytes_written += storage.write_parquet(self.data_dir, arrow_table, path, self.policy)
             batch.rows[table] += arrow_table.num_rows
             batch.files.append(path)
-            self.faults.reached("flush.after_rename")
-        self.faults.reached("flush.before_commit")
+            self.faults.reached(Failpoint.FLUSH_AFTER_RENAME)
+        self.faults.reached(Failpoint.FLUSH_BEFORE_COMMIT)
         self.buffer.commit_batch([eid for eid, _ in entries], batch.events, self._trim_below(last))
-        self.faults.reached("flush.after_commit")
+        self.faults.reached(Failpoint.FLUSH_AFTER_COMMIT)
         batch.seconds = time.monotonic() - started
         log.info("batch %s..%s: %d events, %d duplicates, %d files, %.1f KiB in %.2fs", first.decode(),
                  last.decode(), batch.events, batch.duplicates, len(batch.files), batch.bytes_written / 1024,

@@ -38,7 +38,7 @@ from websockets.asyncio.client import connect
 
 from firehose.buffer import Backpressure, Buffer, split_events
 from firehose.config import ZSTD_DICTIONARY_PATH, Settings
-from firehose.faults import Failpoints
+from firehose.faults import Failpoint, Failpoints
 from firehose.schema import COLLECTION_TABLES, KINDS, event_key
 
 log = logging.getLogger("firehose.ingest")
@@ -364,9 +364,9 @@ class Ingester:
             attempt = 0
             while True:
                 try:
-                    self.faults.reached("ingest.before_append")
+                    self.faults.reached(Failpoint.INGEST_BEFORE_APPEND)
                     _, unflushed = self.buffer.append(raws, cursor)
-                    self.faults.reached("ingest.after_append")
+                    self.faults.reached(Failpoint.INGEST_AFTER_APPEND)
                     break
                 except (Backpressure, redis.RedisError) as exc:
                     self.metrics.errors.labels("redis").inc()
