@@ -1,11 +1,13 @@
 """Compaction: merge a finished day's small flush files into a few large files sorted for search.
 
 For each table and each finished day (UTC, older than `--grace-hours` past midnight) whose partition holds more
-than one file or any file not yet compacted, DuckDB sorts the day's rows by the table's sort key into new files
-in the staging area (out of core, within a memory limit); the new directory is then swapped with the live
-partition in one `renameat2(RENAME_EXCHANGE)`, so readers see either all old files or all new ones, never both
-and never neither. The old files are deleted afterwards; a crash leaves only staging debris, which the next run
-removes. Compaction holds the writer lock, so no flush adds a file to a partition while it is being replaced.
+than one file or any file not yet compacted, DuckDB sorts the day's rows by the table's sort key (out of core,
+within a memory limit) and the sorted rows stream into new files in the staging area through the flush's writer,
+`storage.write_file`, with the compaction `storage.ParquetPolicy` (one encoding policy). The new directory is
+then swapped with the live partition in one `renameat2(RENAME_EXCHANGE)`, so readers see either all old files or
+all new ones, never both and never neither. The old files are deleted afterwards; a crash leaves only staging
+debris, which the next run removes. Compaction holds the writer lock, so no flush adds a file to a partition
+while it is being replaced.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from firehose.buffer import Buffer
 from firehose.compact import Compactor
 from firehose.config import Settings
 from firehose.flush import Flusher, write_textfile_metrics
-from firehose.schema import TABLE_NAMES
+from firehose.schema import TABLE_NAMES, TABLES
 from tests.conftest import GOLDEN, RedisServer
 from tests.integration.pipeline import all_rows, run_stage, stage_env, table_rows
 
@@ -159,6 +159,14 @@ def test_compaction_merges_a_day_into_sorted_files(redis_server: RedisServer, tm
     # small, time-ordered row groups: what lets a newest-first search stop early
     metadata = pq.ParquetFile(likes_day / "compact-0000.parquet").metadata
     assert metadata.num_row_groups == -(-len(times) // 100)
+    # written by the flush's writer with the one policy, at the compaction level
+    flushed = pq.ParquetFile(next((settings.data_dir / "posts").glob("date=*/*.parquet"))).metadata
+    assert metadata.created_by == flushed.created_by
+    assert metadata.schema.to_arrow_schema().equals(TABLES["likes"].schema)
+    time_us = metadata.row_group(0).column(metadata.schema.names.index("time_us"))
+    assert (time_us.compression, "DELTA_BINARY_PACKED" in time_us.encodings) == ("ZSTD", True)
+    did = metadata.row_group(0).column(metadata.schema.names.index("did"))
+    assert did.bloom_filter_length is not None and did.bloom_filter_length > 0
     assert Compactor(settings).run(now=dt.datetime(2026, 5, 27, tzinfo=dt.UTC)) == []
 
 
