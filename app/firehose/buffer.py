@@ -4,11 +4,15 @@ Layout in Redis (key names from `Settings`):
 - `stream_key`: one entry per ingest batch: field `n` = how many events, field `e` = their JSON exactly as
   received (decompressed), joined by newlines (compact JSON has none; the ingester re-serialises the rare
   event that does). One entry per batch instead of per event makes both ends several times cheaper.
-- `cursor_key`: a hash `{time_us, updated_us, events_in, events_out}`: the resume cursor, written atomically
-  with the events it covers, and event counters (`events_in - events_out` = events not yet flushed).
+- `cursor_key`: a hash `{time_us, updated_us, events_in, events_out, batch, batch_id}`: the resume cursor,
+  written atomically with the events it covers, event counters (`events_in - events_out` = events not yet
+  flushed), and the token and entry id of the last appended batch (so a retried append is not applied twice).
 - `deadletter_key`: frames that are not valid events, fields `reason`, `frame`, `at_us`.
 - consumer group `flush_group` on `stream_key`, used by the flush; `<stream_key>:flush` holds the flush's
   in-flight batch range so a crashed batch is redone with exactly the same entries.
+
+The ingester uses `IngestBuffer` (redis.asyncio: a slow Redis never blocks its event loop); the flush, tests and
+tools use `Buffer` (redis-py). Both run the same append script on the same layout (`Keys`).
 
 Entries are never trimmed with MAXLEN (that would drop unacknowledged events): the flush trims with
 `XTRIM MINID` after its files are renamed into place, keeping a recent tail for the ingester's replay dedupe.
@@ -16,10 +20,15 @@ Entries are never trimmed with MAXLEN (that would drop unacknowledged events): t
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Iterable, Sequence
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import redis
+import redis.asyncio
 
 from firehose.config import Settings
 
@@ -27,15 +36,23 @@ EVENT_FIELD = b"e"
 COUNT_FIELD = b"n"
 SEPARATOR = b"\n"
 
-# KEYS: stream, cursor hash. ARGV: cursor time_us, now_us, event count, joined events.
-# Returns {entry id, events not yet flushed}. A script runs atomically, like MULTI/EXEC.
+# KEYS: stream, cursor hash. ARGV: cursor time_us, now_us, event count, joined events, batch token.
+# Returns {entry id, events not yet flushed}. A script runs atomically, like MULTI/EXEC. A batch whose token is
+# the last one appended is not appended again (a retry after a timeout whose first try did reach Redis).
 APPEND_SCRIPT = """
+if redis.call('HGET', KEYS[2], 'batch') == ARGV[5] then
+  local done = redis.call('HMGET', KEYS[2], 'batch_id', 'events_in', 'events_out')
+  return {done[1], tonumber(done[2] or '0') - tonumber(done[3] or '0')}
+end
 local id = redis.call('XADD', KEYS[1], '*', 'n', ARGV[3], 'e', ARGV[4])
-redis.call('HSET', KEYS[2], 'time_us', ARGV[1], 'updated_us', ARGV[2])
+redis.call('HSET', KEYS[2], 'time_us', ARGV[1], 'updated_us', ARGV[2], 'batch', ARGV[5], 'batch_id', id)
 local total = redis.call('HINCRBY', KEYS[2], 'events_in', ARGV[3])
 local out = tonumber(redis.call('HGET', KEYS[2], 'events_out') or '0')
 return {id, total - out}
 """
+
+# redis-py client options of both buffers: a stalled Redis raises TimeoutError (a RedisError) after 30 s
+CLIENT_OPTIONS: dict[str, Any] = {"socket_timeout": 30, "socket_connect_timeout": 5, "health_check_interval": 30}
 
 Entry = tuple[bytes, bytes]  # (stream entry id, newline-joined event JSON of one ingest batch)
 
@@ -54,77 +71,146 @@ class Backpressure(Exception):
     """Redis refused the write (out of memory) or the stream is past its high-water mark: pause reading."""
 
 
+@dataclass(frozen=True)
+class Keys:
+    """Where the buffer lives in Redis (from `Settings`)."""
+
+    stream: str
+    cursor: str
+    deadletter: str
+    deadletter_maxlen: int
+    group: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Keys:
+        return cls(settings.stream_key, settings.cursor_key, settings.deadletter_key, settings.deadletter_maxlen,
+                   settings.flush_group)
+
+    @property
+    def inflight(self) -> str:
+        """The hash holding the flush's in-flight batch range."""
+        return f"{self.stream}:flush"
+
+    def append_call(self, events: Sequence[bytes], cursor_time_us: int, token: str | None) -> dict[str, list[Any]]:
+        """Keyword arguments of the append script for one batch (`token` None: a fresh one)."""
+        return {"keys": [self.stream, self.cursor],
+                "args": [cursor_time_us, time.time_ns() // 1000, len(events), join_events(events),
+                         token or new_batch_token()]}
+
+    def xadd_dead_letter(self, reason: str, frame: bytes, keep_bytes: int) -> dict[str, Any]:
+        """Keyword arguments of XADD for one dead letter (the frame cut to `keep_bytes`)."""
+        return {"name": self.deadletter, "maxlen": self.deadletter_maxlen, "approximate": True,
+                "fields": {"reason": reason, "frame": frame[:keep_bytes], "size": len(frame),
+                           "at_us": time.time_ns() // 1000}}
+
+
+def new_batch_token() -> str:
+    """A token naming one batch across the retries of its append."""
+    return uuid.uuid4().hex
+
+
+@contextlib.contextmanager
+def oom_is_backpressure() -> Iterator[None]:
+    """Turn Redis's refusal to write for lack of memory into Backpressure (nothing was written)."""
+    try:
+        yield
+    except redis.ResponseError as exc:
+        if _is_oom(exc):
+            raise Backpressure(str(exc)) from exc
+        raise
+
+
+def unflushed_from(counts: Sequence[bytes | None]) -> int:
+    """Events not yet flushed, from HMGET cursor events_in events_out."""
+    return int(counts[0] or 0) - int(counts[1] or 0)
+
+
+def entries_from(rows: Sequence[tuple[bytes, dict[bytes, bytes]]]) -> list[Entry]:
+    """Stream rows as (id, events blob) entries."""
+    return [(eid, fields.get(EVENT_FIELD, b"")) for eid, fields in rows if fields is not None]
+
+
+class IngestBuffer:
+    """The ingester's side of the buffer on redis.asyncio: a slow or stopped Redis suspends only the awaiting
+    task, never the event loop (websocket pings and the batch ticker keep running)."""
+
+    def __init__(self, client: redis.asyncio.Redis, settings: Settings) -> None:
+        self.client = client
+        self.keys = Keys.from_settings(settings)
+        self._append_script = client.register_script(APPEND_SCRIPT)
+
+    @classmethod
+    def connect(cls, settings: Settings) -> IngestBuffer:
+        """A buffer on a new asyncio client for `settings.redis_url` (connects on first use)."""
+        return cls(redis.asyncio.Redis.from_url(settings.redis_url, **CLIENT_OPTIONS), settings)
+
+    async def close(self) -> None:
+        """Close the client's connections."""
+        await self.client.aclose()
+
+    async def append(self, events: Sequence[bytes], cursor_time_us: int, token: str) -> tuple[bytes, int]:
+        """`Buffer.append` for the event loop; retries of one batch must pass the same `token`."""
+        with oom_is_backpressure():
+            entry_id, unflushed = await self._append_script(**self.keys.append_call(events, cursor_time_us, token))
+        return entry_id, int(unflushed)
+
+    async def unflushed_events(self) -> int:
+        """Events appended but not yet written to Parquet by a committed flush batch."""
+        return unflushed_from(await self.client.hmget(self.keys.cursor, "events_in", "events_out"))
+
+    async def cursor(self) -> int | None:
+        """The stored resume cursor (the newest `time_us` stored), or None before the first event."""
+        raw = await self.client.hget(self.keys.cursor, "time_us")
+        return int(raw) if raw is not None else None
+
+    async def tail(self, batch: int = 50) -> AsyncIterator[list[Entry]]:
+        """The stream's entries newest first, in batches (for the replay dedupe)."""
+        upper: bytes | str = "+"
+        while rows := await self.client.xrevrange(self.keys.stream, max=upper, min="-", count=batch):
+            yield entries_from(rows)
+            upper = b"(" + rows[-1][0]
+
+    async def dead_letter(self, reason: str, frame: bytes, keep_bytes: int = 65_536) -> None:
+        """Record a frame that is not a valid event, with the reason."""
+        await self.client.xadd(**self.keys.xadd_dead_letter(reason, frame, keep_bytes))
+
+
 class Buffer:
-    """Typed access to the Redis structures of the buffer. Holds no state besides the client."""
+    """Typed access to the Redis structures of the buffer (redis-py). Holds no state besides the client."""
 
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self.client = client
-        self.stream = settings.stream_key
-        self.cursor_key = settings.cursor_key
-        self.deadletter = settings.deadletter_key
-        self.deadletter_maxlen = settings.deadletter_maxlen
-        self.group = settings.flush_group
-        self.inflight_key = f"{settings.stream_key}:flush"
+        self.keys = Keys.from_settings(settings)
+        self.stream = self.keys.stream
+        self.cursor_key = self.keys.cursor
+        self.group = self.keys.group
+        self.inflight_key = self.keys.inflight
         self._append_script = client.register_script(APPEND_SCRIPT)
 
     @classmethod
     def connect(cls, settings: Settings) -> Buffer:
         """A buffer on a new client for `settings.redis_url`."""
-        client = redis.Redis.from_url(settings.redis_url, socket_timeout=30, socket_connect_timeout=5,
-                                      health_check_interval=30)
-        return cls(client, settings)
+        return cls(redis.Redis.from_url(settings.redis_url, **CLIENT_OPTIONS), settings)
 
-    # -- ingest side -------------------------------------------------------------------------------------------
+    # -- ingest side (the ingester itself uses IngestBuffer; tests and tools fill the stream with this) --------
 
-    def append(self, events: Sequence[bytes], cursor_time_us: int) -> tuple[bytes, int]:
+    def append(self, events: Sequence[bytes], cursor_time_us: int, token: str | None = None) -> tuple[bytes, int]:
         """Append `events` as one entry and move the cursor, atomically; return (entry id, unflushed events).
 
         Events must not contain newlines. Raises Backpressure when Redis refuses the write for lack of memory;
-        nothing is then written.
+        nothing is then written. A retry with the `token` of the last appended batch appends nothing again.
         """
-        try:
-            entry_id, unflushed = self._append_script(
-                keys=[self.stream, self.cursor_key],
-                args=[cursor_time_us, time.time_ns() // 1000, len(events), join_events(events)],
-            )
-        except redis.ResponseError as exc:
-            if _is_oom(exc):
-                raise Backpressure(str(exc)) from exc
-            raise
+        with oom_is_backpressure():
+            entry_id, unflushed = self._append_script(**self.keys.append_call(events, cursor_time_us, token))
         return entry_id, int(unflushed)
 
     def unflushed_events(self) -> int:
         """Events appended but not yet written to Parquet by a committed flush batch."""
-        counts = self.client.hmget(self.cursor_key, "events_in", "events_out")
-        return int(counts[0] or 0) - int(counts[1] or 0)
-
-    def cursor(self) -> int | None:
-        """The stored resume cursor (the newest `time_us` stored), or None before the first event."""
-        raw = self.client.hget(self.cursor_key, "time_us")
-        return int(raw) if raw is not None else None
+        return unflushed_from(self.client.hmget(self.cursor_key, "events_in", "events_out"))
 
     def length(self) -> int:
         """Entries (ingest batches) in the stream; flushed entries disappear when trimmed."""
         return int(self.client.xlen(self.stream))
-
-    def tail(self, batch: int = 50) -> Iterable[list[Entry]]:
-        """The stream's entries newest first, in batches (for the ingester's replay dedupe)."""
-        upper: bytes | str = "+"
-        while True:
-            rows = self.client.xrevrange(self.stream, max=upper, min="-", count=batch)
-            if not rows:
-                return
-            yield [(eid, fields.get(EVENT_FIELD, b"")) for eid, fields in rows]
-            upper = b"(" + rows[-1][0]
-
-    def dead_letter(self, reason: str, frame: bytes, keep_bytes: int = 65_536) -> None:
-        """Record a frame that is not a valid event, with the reason (the frame is cut to `keep_bytes`)."""
-        self.client.xadd(
-            self.deadletter,
-            {"reason": reason, "frame": frame[:keep_bytes], "size": len(frame), "at_us": time.time_ns() // 1000},
-            maxlen=self.deadletter_maxlen,
-            approximate=True,
-        )
 
     # -- flush side --------------------------------------------------------------------------------------------
 
@@ -144,12 +230,11 @@ class Buffer:
         if not reply:
             return []
         _, rows = reply[0]
-        return [(eid, fields.get(EVENT_FIELD, b"")) for eid, fields in rows if fields is not None]
+        return entries_from(rows)
 
     def range(self, first: bytes, last: bytes) -> list[Entry]:
         """Entries with ids in [first, last], in order."""
-        rows = self.client.xrange(self.stream, min=first, max=last)
-        return [(eid, fields.get(EVENT_FIELD, b"")) for eid, fields in rows]
+        return entries_from(self.client.xrange(self.stream, min=first, max=last))
 
     def claim_stale(self, consumer: str, count: int) -> int:
         """Move entries that other (gone) consumers of the group left pending to `consumer`; return how many."""

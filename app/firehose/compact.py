@@ -1,11 +1,13 @@
 """Compaction: merge a finished day's small flush files into a few large files sorted for search.
 
 For each table and each finished day (UTC, older than `--grace-hours` past midnight) whose partition holds more
-than one file or any file not yet compacted, DuckDB sorts the day's rows by the table's sort key into new files
-in the staging area (out of core, within a memory limit); the new directory is then swapped with the live
-partition in one `renameat2(RENAME_EXCHANGE)`, so readers see either all old files or all new ones, never both
-and never neither. The old files are deleted afterwards; a crash leaves only staging debris, which the next run
-removes. Compaction holds the writer lock, so no flush adds a file to a partition while it is being replaced.
+than one file or any file not yet compacted, DuckDB sorts the day's rows by the table's sort key (out of core,
+within a memory limit) and the sorted rows stream into new files in the staging area through the flush's writer,
+`storage.write_file`, with the compaction `storage.ParquetPolicy` (one encoding policy). The new directory is
+then swapped with the live partition in one `renameat2(RENAME_EXCHANGE)`, so readers see either all old files or
+all new ones, never both and never neither. The old files are deleted afterwards; a crash leaves only staging
+debris, which the next run removes. Compaction holds the writer lock, so no flush adds a file to a partition
+while it is being replaced.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import duckdb
 
 from firehose import storage
 from firehose.config import Settings
-from firehose.faults import Failpoints
+from firehose.faults import Failpoint, Failpoints
 from firehose.schema import TABLES
 
 log = logging.getLogger("firehose.compact")
@@ -103,14 +105,12 @@ class Compactor:
         work = storage.staging_dir(self.data_dir) / f"compact-{table}-{date}"
         new = work / "new"
         new.mkdir(parents=True)
-        rows = self._rewrite(table, files, new)
-        for path in new.iterdir():
-            _fsync_file(path)
+        rows = self._rewrite(table, files, new)  # every file fsynced
         storage.fsync_dir(new)
-        self.faults.reached("compact.before_exchange")
+        self.faults.reached(Failpoint.COMPACT_BEFORE_EXCHANGE)
         exchange(new, live)  # `live` now holds the new files; `new` the old ones
         storage.fsync_dir(live.parent)
-        self.faults.reached("compact.after_exchange")
+        self.faults.reached(Failpoint.COMPACT_AFTER_EXCHANGE)
         files_after = len(list(live.glob("*.parquet")))
         shutil.rmtree(work)
         result = CompactResult(table, date, len(files), files_after, rows, time.monotonic() - started)
@@ -119,27 +119,32 @@ class Compactor:
         return result
 
     def _rewrite(self, table: str, files: list[Path], out_dir: Path) -> int:
+        """Write the rows of `files` sorted by the table's sort key into `out_dir`; return how many rows.
+
+        DuckDB reads and sorts (out of core, within `memory_limit`); the sorted rows stream as Arrow batches into
+        `storage.write_file`, the flush's writer, with the compaction policy (each file is fsynced there).
+        """
         spec = TABLES[table]
         order = ", ".join(spec.sort_key)
+        policy = storage.ParquetPolicy.for_compaction(self.settings)
         con = duckdb.connect(config={"memory_limit": self.memory_limit, "threads": self.threads,
                                      "temp_directory": str(out_dir.parent / "spill"),
                                      "preserve_insertion_order": False})
         con.execute("SET enable_progress_bar = false")  # a session option: not allowed in connect()
         try:
             source = "read_parquet($files, hive_partitioning = false, union_by_name = true)"
-            rows = con.execute(f"SELECT count(*) FROM {source}", {"files": [str(f) for f in files]}).fetchone()[0]
+            params = {"files": [str(f) for f in files]}
+            [(rows,)] = con.execute(f"SELECT count(*) FROM {source}", params).fetchall()
             columns = ", ".join(f'"{name}"' for name in spec.schema.names)
-            n_files = max(1, -(-rows // self.target_rows))
-            for i in range(n_files):
-                path = out_dir / f"{COMPACT_PREFIX}{i:04d}.parquet"
-                con.execute(
-                    f"COPY (SELECT {columns} FROM {source} ORDER BY {order} "
-                    f"LIMIT {self.target_rows} OFFSET {i * self.target_rows}) TO {_sql_string(path)} "
-                    f"(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL {self.settings.compact_zstd_level}, "
-                    f"ROW_GROUP_SIZE {self.settings.compact_row_group})",
-                    {"files": [str(f) for f in files]},
+            for i, offset in enumerate(range(0, max(rows, 1), self.target_rows)):
+                sorted_rows = con.sql(  # a relation streams its result; an execute() result is copied first
+                    f"SELECT {columns} FROM {source} ORDER BY {order} LIMIT {self.target_rows} OFFSET {offset}",
+                    params=params,
                 )
-            return int(rows)
+                with sorted_rows.to_arrow_reader(batch_size=policy.row_group_size) as reader:
+                    storage.write_file(out_dir / f"{COMPACT_PREFIX}{i:04d}.parquet", spec.schema, reader,
+                                       min(self.target_rows, rows - offset), policy)
+            return rows
         finally:
             con.close()
 
@@ -149,19 +154,6 @@ class Compactor:
         for leftover in staging.glob("compact-*"):
             log.warning("removing leftover compaction work %s", leftover)
             shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _sql_string(path: Path) -> str:
-    """A path as an SQL string literal (COPY ... TO takes no parameters)."""
-    return "'" + str(path).replace("'", "''") + "'"
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from firehose.faults import parse_spec
+
 PUBLIC_JETSTREAMS = (
     "wss://jetstream1.us-east.bsky.network/subscribe,"
     "wss://jetstream2.us-east.bsky.network/subscribe,"
@@ -72,7 +74,9 @@ class Settings:
     max_frame_bytes: int = _setting(
         "FIREHOSE_MAX_FRAME_BYTES", 2_000_000, "Decoded frames larger than this go to the dead-letter stream."
     )
-    ingest_batch: int = _setting("FIREHOSE_INGEST_BATCH", 1000, "Events per pipelined Redis transaction.")
+    ingest_batch: int = _setting(
+        "FIREHOSE_INGEST_BATCH", 1000, "Events per Redis append (one Lua script call, one stream entry)."
+    )
     ingest_batch_ms: int = _setting(
         "FIREHOSE_INGEST_BATCH_MS", 200, "Longest time an event waits in the ingester before it is written."
     )
@@ -191,7 +195,10 @@ class Settings:
 
     # Testing
     failpoint: str = _setting(
-        "FIREHOSE_FAILPOINT", "", "Testing only: SIGKILL this process at the named point (see firehose.faults)."
+        "FIREHOSE_FAILPOINT",
+        "",
+        "Testing only: `<name>[:<n>]` SIGKILLs this process at the n-th arrival at the named point (the names: "
+        "`firehose.faults.Failpoint`; an unknown name is an error).",
     )
 
     @classmethod
@@ -234,6 +241,11 @@ class Settings:
             raise ConfigError("FIREHOSE_HANDLE_CACHE_SECONDS, FIREHOSE_HANDLE_NEGATIVE_SECONDS and "
                               "FIREHOSE_RESOLVE_RETRY_SECONDS must be >= 0")
         nameservers(self.dns_nameservers)
+        try:
+            parse_spec(self.failpoint)
+        except ValueError as exc:
+            raise ConfigError(f"FIREHOSE_FAILPOINT={self.failpoint!r}: {exc} (leave it unset outside crash tests)") \
+                from None
 
 
 def nameservers(entries: tuple[str, ...]) -> list[tuple[str, int]]:

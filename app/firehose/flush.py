@@ -19,7 +19,6 @@ import argparse
 import contextlib
 import gc
 import logging
-import os
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -28,11 +27,13 @@ from pathlib import Path
 
 import orjson
 import pyarrow as pa
+from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+from prometheus_client.parser import text_string_to_metric_families
 
 from firehose import storage
 from firehose.buffer import SEPARATOR, Buffer, Entry, id_ms, id_tuple, split_events
 from firehose.config import Settings
-from firehose.faults import Failpoints
+from firehose.faults import Failpoint, Failpoints
 from firehose.schema import TABLE_NAMES, TableBatch
 
 log = logging.getLogger("firehose.flush")
@@ -129,6 +130,7 @@ class Flusher:
         self.buffer = buffer
         self.data_dir = settings.data_dir
         self.consumer = settings.flush_consumer
+        self.policy = storage.ParquetPolicy.for_flush(settings)
         self.faults = Failpoints(settings.failpoint)
 
     def run_once(self, max_batches: int | None = None) -> FlushResult:
@@ -190,22 +192,19 @@ class Flusher:
         first, last = entries[0][0], entries[-1][0]
         if not recorded:
             self.buffer.begin_batch(first, last)
-        self.faults.reached("flush.after_begin")
+        self.faults.reached(Failpoint.FLUSH_AFTER_BEGIN)
         tables, batch.duplicates, batch.raw_bytes = build_tables(entries)
         batch.events = sum(t.num_rows for t in tables.values()) + batch.duplicates
         name = file_name(first, last)
         for (table, date), arrow_table in sorted(tables.items()):
             path = storage.partition_dir(self.data_dir, table, date) / name
-            batch.bytes_written += storage.write_parquet(
-                arrow_table, path, zstd_level=self.settings.parquet_zstd_level,
-                row_group_size=self.settings.parquet_row_group,
-            )
+            batch.bytes_written += storage.write_parquet(self.data_dir, arrow_table, path, self.policy)
             batch.rows[table] += arrow_table.num_rows
             batch.files.append(path)
-            self.faults.reached("flush.after_rename")
-        self.faults.reached("flush.before_commit")
+            self.faults.reached(Failpoint.FLUSH_AFTER_RENAME)
+        self.faults.reached(Failpoint.FLUSH_BEFORE_COMMIT)
         self.buffer.commit_batch([eid for eid, _ in entries], batch.events, self._trim_below(last))
-        self.faults.reached("flush.after_commit")
+        self.faults.reached(Failpoint.FLUSH_AFTER_COMMIT)
         batch.seconds = time.monotonic() - started
         log.info("batch %s..%s: %d events, %d duplicates, %d files, %.1f KiB in %.2fs", first.decode(),
                  last.decode(), batch.events, batch.duplicates, len(batch.files), batch.bytes_written / 1024,
@@ -226,60 +225,49 @@ class Flusher:
 
 
 def write_textfile_metrics(path: Path, result: FlushResult | None, unflushed: int | None, ok: bool) -> None:
-    """Write flush metrics in the node_exporter textfile format, atomically (keeps the last success time)."""
+    """Write flush metrics in the node_exporter textfile format, atomically (keeps the last success time).
+
+    Without `result` (a failed run) only the run/success gauges are written; without `unflushed`, no backlog.
+    """
     now = time.time()
-    last_success = now if ok else _previous_value(path, "firehose_flush_last_success_timestamp_seconds")
-    lines = [
-        "# HELP firehose_flush_last_run_timestamp_seconds When the flush last ran.",
-        "# TYPE firehose_flush_last_run_timestamp_seconds gauge",
-        f"firehose_flush_last_run_timestamp_seconds {now:.3f}",
-        "# HELP firehose_flush_last_success_timestamp_seconds When the flush last finished without error.",
-        "# TYPE firehose_flush_last_success_timestamp_seconds gauge",
-        f"firehose_flush_last_success_timestamp_seconds {last_success:.3f}",
-        "# HELP firehose_flush_last_run_success 1 if the last run succeeded, else 0.",
-        "# TYPE firehose_flush_last_run_success gauge",
-        f"firehose_flush_last_run_success {1 if ok else 0}",
-    ]
+    registry = CollectorRegistry()
+
+    def gauge(name: str, doc: str, value: float) -> None:
+        Gauge(name, doc, registry=registry).set(value)
+
+    gauge("firehose_flush_last_run_timestamp_seconds", "When the flush last ran.", now)
+    gauge("firehose_flush_last_success_timestamp_seconds", "When the flush last finished without error.",
+          now if ok else _previous_value(path, "firehose_flush_last_success_timestamp_seconds"))
+    gauge("firehose_flush_last_run_success", "1 if the last run succeeded, else 0.", 1 if ok else 0)
     if result is not None:
+        gauge("firehose_flush_last_duration_seconds", "Duration of the last run.", result.seconds)
+        gauge("firehose_flush_last_batch_max_seconds", "Longest batch of the last run.",
+              max((b.seconds for b in result.batches), default=0))
+        gauge("firehose_flush_last_events", "Events flushed by the last run (duplicates included).", result.events)
+        gauge("firehose_flush_last_duplicates", "Replayed events dropped by the last run.",
+              sum(b.duplicates for b in result.batches))
         rows = result.rows()
-        lines += [
-            "# HELP firehose_flush_last_duration_seconds Duration of the last run.",
-            "# TYPE firehose_flush_last_duration_seconds gauge",
-            f"firehose_flush_last_duration_seconds {result.seconds:.3f}",
-            "# HELP firehose_flush_last_batch_max_seconds Longest batch of the last run.",
-            "# TYPE firehose_flush_last_batch_max_seconds gauge",
-            f"firehose_flush_last_batch_max_seconds {max((b.seconds for b in result.batches), default=0):.3f}",
-            "# HELP firehose_flush_last_events Events flushed by the last run (duplicates included).",
-            "# TYPE firehose_flush_last_events gauge",
-            f"firehose_flush_last_events {result.events}",
-            "# HELP firehose_flush_last_duplicates Replayed events dropped by the last run.",
-            "# TYPE firehose_flush_last_duplicates gauge",
-            f"firehose_flush_last_duplicates {sum(b.duplicates for b in result.batches)}",
-            "# HELP firehose_flush_last_rows Rows written per table by the last run.",
-            "# TYPE firehose_flush_last_rows gauge",
-            *(f'firehose_flush_last_rows{{table="{t}"}} {rows.get(t, 0)}' for t in TABLE_NAMES),
-            "# HELP firehose_flush_last_bytes Parquet bytes written by the last run.",
-            "# TYPE firehose_flush_last_bytes gauge",
-            f"firehose_flush_last_bytes {sum(b.bytes_written for b in result.batches)}",
-        ]
+        per_table = Gauge("firehose_flush_last_rows", "Rows written per table by the last run.", ["table"],
+                          registry=registry)
+        for table in TABLE_NAMES:
+            per_table.labels(table).set(rows.get(table, 0))
+        gauge("firehose_flush_last_bytes", "Parquet bytes written by the last run.",
+              sum(b.bytes_written for b in result.batches))
     if unflushed is not None:
-        lines += [
-            "# HELP firehose_flush_unflushed_events Events buffered but not yet in Parquet after the last run.",
-            "# TYPE firehose_flush_unflushed_events gauge",
-            f"firehose_flush_unflushed_events {unflushed}",
-        ]
+        gauge("firehose_flush_unflushed_events", "Events buffered but not yet in Parquet after the last run.",
+              unflushed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    write_to_textfile(str(path), registry)  # a temporary file renamed into place
 
 
 def _previous_value(path: Path, metric: str) -> float:
+    """The value of an unlabelled sample in the textfile written last time (0 when there is none)."""
     try:
-        for line in path.read_text().splitlines():
-            if line.startswith(metric + " "):
-                return float(line.split()[1])
-    except (OSError, ValueError, IndexError):
+        for family in text_string_to_metric_families(path.read_text()):
+            for sample in family.samples:
+                if sample.name == metric and not sample.labels:
+                    return float(sample.value)
+    except (OSError, ValueError):
         pass
     return 0.0
 

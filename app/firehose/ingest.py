@@ -1,13 +1,17 @@
 """Ingest: Jetstream websocket -> Redis Stream.
 
 One asyncio task reads frames from a Jetstream `/subscribe` connection, checks each is an event, and appends
-events in pipelined MULTI/EXEC batches to the buffer stream together with the resume cursor. Guarantees:
+events in batches to the buffer stream together with the resume cursor (one Lua script call per batch: one
+stream entry, atomically with the cursor). Every Redis call is awaited on redis.asyncio and every retry waits with
+`asyncio.sleep`, so a slow or stopped Redis never blocks the event loop: websocket pings are answered and the
+batch ticker runs while a write waits. Guarantees:
 
 - never exits on network errors: reconnects with exponential backoff and full jitter, rotating instances;
 - resumes from the stored cursor minus `rewind_seconds`; replayed events that are already in the stream are
   recognised (by `schema.event_key`) against the stream's recent tail and not appended twice;
 - never drops on overload: when Redis refuses writes or the stream passes `high_water`, it stops reading
-  (the pending batch is kept and retried) and later resumes from the cursor;
+  (the pending batch is kept and retried under the same batch token, so a retry whose first try did reach
+  Redis appends nothing twice) and later resumes from the cursor;
 - frames that are not events (bad compression, invalid JSON, unknown kind, oversized) go to the dead-letter
   stream with a reason.
 """
@@ -36,9 +40,9 @@ from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from prometheus_client import Counter as PromCounter
 from websockets.asyncio.client import connect
 
-from firehose.buffer import Backpressure, Buffer, split_events
+from firehose.buffer import Backpressure, IngestBuffer, new_batch_token, split_events
 from firehose.config import ZSTD_DICTIONARY_PATH, Settings
-from firehose.faults import Failpoints
+from firehose.faults import Failpoint, Failpoints
 from firehose.schema import COLLECTION_TABLES, KINDS, event_key
 
 log = logging.getLogger("firehose.ingest")
@@ -188,13 +192,13 @@ class ReplayFilter:
     keys: set[tuple[Any, ...]] = field(default_factory=set)
 
     @classmethod
-    def from_buffer(cls, buffer: Buffer, cursor: int | None, since_us: int) -> ReplayFilter:
+    async def from_buffer(cls, buffer: IngestBuffer, cursor: int | None, since_us: int) -> ReplayFilter:
         """Collect keys of the stream's tail entries with time_us >= since_us - slack."""
         if cursor is None:
             return cls()
         keys: set[tuple[Any, ...]] = set()
         floor = since_us - REPLAY_SLACK_US
-        for batch in buffer.tail():
+        async for batch in buffer.tail():
             newer = 0
             for _, blob in batch:
                 for raw in split_events(blob):
@@ -223,7 +227,7 @@ class ReplayFilter:
 class Ingester:
     """Reads Jetstream into the buffer until `stop` is set."""
 
-    def __init__(self, settings: Settings, buffer: Buffer, metrics: IngestMetrics,
+    def __init__(self, settings: Settings, buffer: IngestBuffer, metrics: IngestMetrics,
                  start_cursor: int | None = None) -> None:
         self.settings = settings
         self.buffer = buffer
@@ -273,28 +277,27 @@ class Ingester:
                 await ticker
             await self._write_pending()
 
-    def _resume_cursor(self) -> int | None:
-        stored = self._stored_cursor()
+    def _resume_cursor(self, stored: int | None) -> int | None:
         if stored is None:
             return self.start_cursor
         return max(0, stored - int(self.settings.rewind_seconds * 1_000_000))
 
-    def _stored_cursor(self) -> int | None:
+    async def _stored_cursor(self) -> int | None:
         while True:
             try:
-                return self.buffer.cursor()
+                return await self.buffer.cursor()
             except redis.RedisError as exc:
                 self.metrics.errors.labels("redis").inc()
                 log.warning("cannot read the cursor from Redis (%s); retrying", exc)
-                time.sleep(1)
+                await asyncio.sleep(1)
 
     async def _session(self, url: str) -> bool:
         """One connection: read until it closes or `stop` is set. True if it delivered any event."""
-        stored = self._stored_cursor()
+        stored = await self._stored_cursor()
         if stored is not None:
             self.cursor = max(self.cursor or 0, stored)
-        resume = self._resume_cursor()
-        replay = ReplayFilter.from_buffer(self.buffer, stored, resume) if resume is not None else ReplayFilter()
+        resume = self._resume_cursor(stored)
+        replay = await ReplayFilter.from_buffer(self.buffer, stored, resume) if resume is not None else ReplayFilter()
         full_url = subscribe_url(url, self.settings.wanted_collections, resume, self.settings.compress)
         self.metrics.reconnects.labels(url).inc()
         log.info("connecting to %s (cursor %s, %d keys for replay dedupe)", url, resume, len(replay.keys))
@@ -321,7 +324,7 @@ class Ingester:
         try:
             event = self.decoder.decode(message)
         except BadFrame as bad:
-            self._dead_letter(bad.reason, message)
+            await self._dead_letter(bad.reason, message)
             return
         if replay.seen(event):
             self.metrics.duplicates.inc()
@@ -332,18 +335,18 @@ class Ingester:
         if len(self.pending) >= self.settings.ingest_batch:
             await self._write_pending()
 
-    def _dead_letter(self, reason: str, message: bytes | str) -> None:
+    async def _dead_letter(self, reason: str, message: bytes | str) -> None:
         frame = message.encode() if isinstance(message, str) else message
         self.metrics.dead_letters.labels(reason).inc()
         log.warning("dead letter (%s): %d bytes", reason, len(frame))
         while True:
             try:
-                self.buffer.dead_letter(reason, frame)
+                await self.buffer.dead_letter(reason, frame)
                 return
             except redis.RedisError as exc:
                 self.metrics.errors.labels("redis").inc()
                 log.warning("cannot write the dead letter (%s); retrying", exc)
-                time.sleep(1)
+                await asyncio.sleep(1)
 
     async def _tick(self) -> None:
         """Write a partial batch once its oldest event has waited `ingest_batch_ms`."""
@@ -361,12 +364,13 @@ class Ingester:
             batch, self.pending = self.pending, []
             cursor = max(self.cursor or 0, *(e.time_us for e in batch))
             raws = [e.raw for e in batch]
+            token = new_batch_token()  # the same across this batch's retries: Redis applies it once
             attempt = 0
             while True:
                 try:
-                    self.faults.reached("ingest.before_append")
-                    _, unflushed = self.buffer.append(raws, cursor)
-                    self.faults.reached("ingest.after_append")
+                    self.faults.reached(Failpoint.INGEST_BEFORE_APPEND)
+                    _, unflushed = await self.buffer.append(raws, cursor, token)
+                    self.faults.reached(Failpoint.INGEST_AFTER_APPEND)
                     break
                 except (Backpressure, redis.RedisError) as exc:
                     self.metrics.errors.labels("redis").inc()
@@ -389,7 +393,7 @@ class Ingester:
         paused = 0.0
         while True:
             try:
-                unflushed = self.buffer.unflushed_events()
+                unflushed = await self.buffer.unflushed_events()
             except redis.RedisError:
                 unflushed = 0
             self.metrics.unflushed.set(unflushed)
@@ -427,15 +431,18 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if settings.ingest_metrics_port:
         start_http_server(settings.ingest_metrics_port, addr=settings.metrics_bind, registry=registry)
         log.info("metrics on http://%s:%d/metrics", settings.metrics_bind, settings.ingest_metrics_port)
-    buffer = Buffer.connect(settings)
-    return asyncio.run(_main(settings, buffer, metrics, args.cursor))
+    return asyncio.run(_main(settings, metrics, args.cursor))
 
 
-async def _main(settings: Settings, buffer: Buffer, metrics: IngestMetrics, cursor: int | None) -> int:
+async def _main(settings: Settings, metrics: IngestMetrics, cursor: int | None) -> int:
+    buffer = IngestBuffer.connect(settings)  # inside the loop its connections belong to
     ingester = Ingester(settings, buffer, metrics, start_cursor=cursor)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, ingester.stop.set)
-    await ingester.run()
+    try:
+        await ingester.run()
+    finally:
+        await buffer.close()
     log.info("stopped after writing %d events", ingester.events_written)
     return 0

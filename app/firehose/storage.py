@@ -1,9 +1,14 @@
 """The on-disk layout of the Parquet tables, and the one way files get into it.
 
 Layout: `<data_dir>/<table>/date=YYYY-MM-DD/<name>.parquet` (hive partitioning, so DuckDB prunes by date),
-with work in progress under `<data_dir>/.staging/` (never matched by `<table>/**/*.parquet`). Files appear only
-by `rename()` of a complete, fsynced temporary file, so readers never see a partial file. Writers (flush and
-compaction) serialise on `<data_dir>/.lock`.
+with work in progress under `<data_dir>/.staging/` (never matched by `<table>/**/*.parquet`).
+
+Every Parquet file is written by `write_file` with a `ParquetPolicy` (one encoding policy: compression, row
+groups, statistics, encodings, Bloom filters) into staging, fsynced, and only then published atomically, so
+readers never see a partial file:
+- the flush publishes each file by `rename()` (`write_parquet`);
+- compaction publishes a whole day by swapping the staged directory with the live one (`compact.exchange`).
+Writers (flush and compaction) serialise on `<data_dir>/.lock` (`writer_lock`).
 """
 
 from __future__ import annotations
@@ -13,12 +18,15 @@ import fcntl
 import os
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from firehose.config import Settings
 from firehose.schema import TABLE_NAMES
 
 DATE_RE = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
@@ -62,38 +70,53 @@ def ensure_layout(data_dir: Path) -> None:
     staging_dir(data_dir).mkdir(parents=True, exist_ok=True)
 
 
-def write_parquet(table: pa.Table, path: Path, *, zstd_level: int, row_group_size: int) -> int:
-    """Write `table` to `path` atomically (temp file in staging, fsync, rename, fsync dir); return its size."""
-    data_dir = path.parent.parent.parent
-    tmp = staging_dir(data_dir) / f"{path.stem}.{uuid.uuid4().hex}.tmp"
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with open(tmp, "wb") as fh:
-            encodings = column_encodings(table.schema)
-            pq.write_table(
-                table,
-                fh,
-                compression="zstd",
-                compression_level=zstd_level,
-                row_group_size=row_group_size,
-                use_dictionary=[name for name in table.schema.names if name not in encodings],
-                column_encoding=encodings,
-                write_statistics=True,
-            )
-            fh.flush()
-            os.fsync(fh.fileno())
-        size = tmp.stat().st_size
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-    return size
+@dataclass(frozen=True)
+class ParquetPolicy:
+    """How a Parquet file of the data directory is encoded; the one policy for flush and compaction files.
+
+    Both stages write through `write_file` with this policy: zstd at `zstd_level`; row groups of exactly
+    `row_group_size` rows (the last may be shorter); min/max statistics on every column (date and time pruning);
+    delta encodings for the time-ordered columns in `DELTA_INTEGERS`/`DELTA_STRINGS`; dictionary encoding (up to
+    `DICTIONARY_PAGE_BYTES` per column chunk) for the rest; a Bloom filter on each column in
+    `BLOOM_FILTER_COLUMNS` (equality filters such as the API's author filter skip row groups without reading
+    them). The stages differ only in the level and the row-group size, both settings (`for_flush`,
+    `for_compaction`).
+    """
+
+    zstd_level: int
+    row_group_size: int
+
+    @classmethod
+    def for_flush(cls, settings: Settings) -> ParquetPolicy:
+        """Fast to write: what the flush writes every few minutes."""
+        return cls(settings.parquet_zstd_level, settings.parquet_row_group)
+
+    @classmethod
+    def for_compaction(cls, settings: Settings) -> ParquetPolicy:
+        """Smaller and finer-grained for newest-first search: what compaction rewrites a finished day into."""
+        return cls(settings.compact_zstd_level, settings.compact_row_group)
+
+    def writer_options(self, schema: pa.Schema, rows: int) -> dict[str, Any]:
+        """Keyword arguments of `pyarrow.parquet.ParquetWriter` for a file of `schema` holding about `rows` rows."""
+        encodings = column_encodings(schema)
+        distinct = max(1, min(rows, self.row_group_size))  # at most this many distinct values per row group
+        return {
+            "compression": "zstd",
+            "compression_level": self.zstd_level,
+            "use_dictionary": [name for name in schema.names if name not in encodings],
+            "column_encoding": encodings,
+            "dictionary_pagesize_limit": DICTIONARY_PAGE_BYTES,
+            "write_statistics": True,
+            "bloom_filter_options": {name: {"ndv": distinct, "fpp": BLOOM_FILTER_FPP}
+                                     for name in schema.names if name in BLOOM_FILTER_COLUMNS},
+        }
 
 
 DELTA_INTEGERS = frozenset({"time_us", "seq"})
 DELTA_STRINGS = frozenset({"rev", "rkey", "created_at", "time"})
+DICTIONARY_PAGE_BYTES = 4 << 20  # 1 MiB (pyarrow's default) falls back to plain for URIs/CIDs: 7% larger files
+BLOOM_FILTER_COLUMNS = frozenset({"did"})
+BLOOM_FILTER_FPP = 0.05
 
 
 def column_encodings(schema: pa.Schema) -> dict[str, str]:
@@ -105,6 +128,60 @@ def column_encodings(schema: pa.Schema) -> dict[str, str]:
         elif field.name in DELTA_STRINGS and pa.types.is_string(field.type):
             out[field.name] = "DELTA_BYTE_ARRAY"
     return out
+
+
+def write_file(path: Path, schema: pa.Schema, parts: Iterable[pa.Table | pa.RecordBatch], rows: int,
+               policy: ParquetPolicy) -> int:
+    """The one Parquet writer: write `parts` (cast to `schema`) to a new file at `path` and fsync it.
+
+    `rows` is about how many rows `parts` hold (it sizes the Bloom filters). Returns the file's size. The file
+    is complete only when this returns: callers write it where no reader looks and publish it atomically
+    (`write_parquet` renames it; compaction swaps a whole directory of them).
+    """
+    with open(path, "xb") as fh:
+        with pq.ParquetWriter(fh, schema, **policy.writer_options(schema, rows)) as writer:
+            for group in row_groups(parts, schema, policy.row_group_size):
+                writer.write_table(group, row_group_size=policy.row_group_size)
+        fh.flush()
+        os.fsync(fh.fileno())
+        return fh.tell()
+
+
+def row_groups(parts: Iterable[pa.Table | pa.RecordBatch], schema: pa.Schema, size: int) -> Iterator[pa.Table]:
+    """Re-cut a stream of tables or batches into tables of exactly `size` rows (the last may be shorter)."""
+    pending: list[pa.Table] = []
+    rows = 0
+    for part in parts:
+        table = pa.Table.from_batches([part]) if isinstance(part, pa.RecordBatch) else part
+        pending.append(table if table.schema.equals(schema) else table.cast(schema))
+        rows += table.num_rows
+        while rows >= size:
+            joined = pa.concat_tables(pending)
+            yield joined.slice(0, size)
+            pending, rows = [joined.slice(size)], rows - size
+    if rows:
+        yield pa.concat_tables(pending)
+
+
+def write_parquet(data_dir: Path, table: pa.Table, path: Path, policy: ParquetPolicy) -> int:
+    """Write `table` to `path` inside `data_dir` atomically; return its size.
+
+    The file is written to the staging directory, fsynced, renamed to `path`, and the rename made durable by
+    fsyncing `path`'s directory: readers see no file or the whole file, before and after a crash.
+    """
+    if not path.is_relative_to(data_dir):
+        raise ValueError(f"{path} is outside the data directory {data_dir}: pass the data directory it belongs to")
+    tmp = staging_dir(data_dir) / f"{path.stem}.{uuid.uuid4().hex}.tmp"
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        size = write_file(tmp, table.schema, [table], table.num_rows, policy)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+    return size
 
 
 def fsync_dir(path: Path) -> None:

@@ -126,8 +126,8 @@ def write_day(data_dir: Path, events: int, chunk: int = 200_000) -> tuple[int, f
         tables, _, _ = build_tables(entries)
         name = f"{entries[0][0].decode()}_{entries[-1][0].decode()}.parquet"
         for (table, date), arrow_table in tables.items():
-            storage.write_parquet(arrow_table, storage.partition_dir(data_dir, table, date) / name,
-                                  zstd_level=settings.parquet_zstd_level, row_group_size=settings.parquet_row_group)
+            storage.write_parquet(data_dir, arrow_table, storage.partition_dir(data_dir, table, date) / name,
+                                  storage.ParquetPolicy.for_flush(settings))
         print(f"  wrote {last:,}/{events:,} events", end="\r", flush=True)
     print()
     Compactor(settings).run(dates=storage.list_dates(data_dir, "posts"))

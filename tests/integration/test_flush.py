@@ -10,11 +10,13 @@ import duckdb
 import orjson
 import pyarrow.parquet as pq
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from firehose.buffer import Buffer
 from firehose.compact import Compactor
 from firehose.config import Settings
-from firehose.flush import Flusher
+from firehose.flush import Flusher, write_textfile_metrics
+from firehose.schema import TABLE_NAMES, TABLES
 from tests.conftest import GOLDEN, RedisServer
 from tests.integration.pipeline import all_rows, run_stage, stage_env, table_rows
 
@@ -157,6 +159,14 @@ def test_compaction_merges_a_day_into_sorted_files(redis_server: RedisServer, tm
     # small, time-ordered row groups: what lets a newest-first search stop early
     metadata = pq.ParquetFile(likes_day / "compact-0000.parquet").metadata
     assert metadata.num_row_groups == -(-len(times) // 100)
+    # written by the flush's writer with the one policy, at the compaction level
+    flushed = pq.ParquetFile(next((settings.data_dir / "posts").glob("date=*/*.parquet"))).metadata
+    assert metadata.created_by == flushed.created_by
+    assert metadata.schema.to_arrow_schema().equals(TABLES["likes"].schema)
+    time_us = metadata.row_group(0).column(metadata.schema.names.index("time_us"))
+    assert (time_us.compression, "DELTA_BINARY_PACKED" in time_us.encodings) == ("ZSTD", True)
+    did = metadata.row_group(0).column(metadata.schema.names.index("did"))
+    assert did.bloom_filter_length is not None and did.bloom_filter_length > 0
     assert Compactor(settings).run(now=dt.datetime(2026, 5, 27, tzinfo=dt.UTC)) == []
 
 
@@ -197,7 +207,37 @@ def test_textfile_metrics_are_written(redis_server: RedisServer, tmp_path: Path)
     append(Buffer.connect(settings_for(redis_server, tmp_path / "data")), GOLDEN_LINES)
     done = run_stage(["flush"], env)
     assert done.returncode == 0, done.stderr
-    text = metrics.read_text()
-    assert 'firehose_flush_last_rows{table="posts"} 1' in text
-    assert "firehose_flush_last_run_success 1" in text
-    assert "firehose_flush_last_events 10" in text
+    samples = textfile_samples(metrics)
+    assert set(samples) == {(name, ()) for name in FLUSH_GAUGES} | {
+        ("firehose_flush_last_rows", (("table", t),)) for t in TABLE_NAMES}  # the names the alert rules use
+    assert samples["firehose_flush_last_rows", (("table", "posts"),)] == 1
+    assert samples["firehose_flush_last_run_success", ()] == 1
+    assert samples["firehose_flush_last_events", ()] == 10
+    assert samples["firehose_flush_unflushed_events", ()] == 0
+    succeeded_at = samples["firehose_flush_last_success_timestamp_seconds", ()]
+    assert succeeded_at == samples["firehose_flush_last_run_timestamp_seconds", ()] > 0
+
+    write_textfile_metrics(metrics, None, None, ok=False)  # what a failed run writes
+    failed = textfile_samples(metrics)
+    assert failed["firehose_flush_last_run_success", ()] == 0
+    assert failed["firehose_flush_last_success_timestamp_seconds", ()] == succeeded_at
+    assert failed["firehose_flush_last_run_timestamp_seconds", ()] >= succeeded_at
+    assert "firehose_flush_last_events" not in {name for name, _ in failed}
+
+
+FLUSH_GAUGES = (
+    "firehose_flush_last_run_timestamp_seconds", "firehose_flush_last_success_timestamp_seconds",
+    "firehose_flush_last_run_success", "firehose_flush_last_duration_seconds", "firehose_flush_last_batch_max_seconds",
+    "firehose_flush_last_events", "firehose_flush_last_duplicates", "firehose_flush_last_bytes",
+    "firehose_flush_unflushed_events",
+)
+
+
+def textfile_samples(path: Path) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The gauges of a textfile-collector file, parsed as Prometheus parses them."""
+    out = {}
+    for family in text_string_to_metric_families(path.read_text()):
+        assert family.type == "gauge", family.name
+        for sample in family.samples:
+            out[sample.name, tuple(sorted(sample.labels.items()))] = sample.value
+    return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -11,7 +13,8 @@ import orjson
 import pytest
 import redis
 
-from firehose.buffer import EVENT_FIELD, split_events
+from firehose.buffer import EVENT_FIELD, Buffer, split_events
+from firehose.config import Settings
 from tests.conftest import GOLDEN, RedisServer, start_redis, stop_process
 from tests.integration.pipeline import CLI, stage_env
 from tests.integration.wsfeed import ScriptedFeed
@@ -153,3 +156,47 @@ def test_ingester_survives_the_feed_going_away(redis_server: RedisServer, tmp_pa
         finally:
             stop_process(proc)
     assert len(set(stream_events(redis_server))) == 150
+
+
+def test_a_stopped_redis_does_not_stall_the_websocket(redis_server: RedisServer, tmp_path: Path) -> None:
+    """While redis-server is SIGSTOPped for longer than the feed's ping timeout, the ingester's write of a batch
+    waits, but its event loop still answers pings: no reconnect, and after SIGCONT every event is buffered once."""
+    ping_timeout = 4.0  # generous: a loaded machine must not miss a pong by itself
+    before = numbered_events(300)
+    during = numbered_events(50, start_us=1_779_719_300_000_000)
+    after = numbered_events(300, start_us=1_779_719_400_000_000)
+    with ScriptedFeed(before, ping_every=0.2, ping_timeout=ping_timeout) as feed:
+        proc = start_ingester(redis_server.url, tmp_path, feed.url)
+        client = redis_server.client()
+        try:
+            wait_until(lambda: buffered(client) == 300 and feed.pongs > 0, what="the first events and a pong")
+            os.kill(redis_server.proc.pid, signal.SIGSTOP)
+            try:
+                stopped, pongs = time.monotonic(), feed.pongs
+                feed.push(during)  # written after 20 ms: that write now waits on the stopped Redis
+                wait_until(lambda: feed.ping_timeouts > 0 or proc.poll() is not None
+                           or (time.monotonic() - stopped > 2 * ping_timeout and feed.pongs >= pongs + 10),
+                           timeout=120, what="pongs for two ping timeouts while Redis is stopped")
+                assert feed.ping_timeouts == 0, "the ingester stopped answering pings while Redis was stopped"
+                assert proc.poll() is None
+            finally:
+                os.kill(redis_server.proc.pid, signal.SIGCONT)
+            feed.push(after)
+            wait_until(lambda: buffered(client) >= 650, what="every event after SIGCONT")
+        finally:
+            stop_process(proc)
+    assert proc.returncode == 0
+    assert stream_events(redis_server) == [*before, *during, *after]  # none lost, none doubled
+    assert len(feed.queries) == 1  # the one connection stayed up
+    assert feed.ping_timeouts == 0
+
+
+def test_a_retried_append_is_applied_once(redis_server: RedisServer) -> None:
+    """A retry under the same batch token (after a timeout whose first try did reach Redis) appends nothing."""
+    buffer = Buffer.connect(Settings.from_env({"FIREHOSE_REDIS_URL": redis_server.url}))
+    events = numbered_events(3)
+    first = buffer.append(events, 5, token="batch-1")
+    assert buffer.append(events, 5, token="batch-1") == first
+    assert (buffer.length(), buffered(buffer.client)) == (1, 3)
+    buffer.append(events[:1], 6, token="batch-2")
+    assert (buffer.length(), buffered(buffer.client), buffer.unflushed_events()) == (2, 4, 4)

@@ -50,7 +50,7 @@ def write_posts(data_dir: Path, rows: list[dict], name: str = "part-0") -> None:
         by_date.setdefault(schema.partition_date(row["time_us"]), []).append(row)
     for date, part in by_date.items():
         path = storage.partition_dir(data_dir, "posts", date) / f"{name}.parquet"
-        storage.write_parquet(schema.to_arrow("posts", part), path, zstd_level=1, row_group_size=100_000)
+        storage.write_parquet(data_dir, schema.to_arrow("posts", part), path, storage.ParquetPolicy(1, 100_000))
 
 
 def write_identity(data_dir: Path, entries: list[tuple[str, str, int]]) -> None:
@@ -58,7 +58,7 @@ def write_identity(data_dir: Path, entries: list[tuple[str, str, int]]) -> None:
     rows = [{"did": d, "handle": h, "time_us": t, "seq": i} for i, (d, h, t) in enumerate(entries)]
     date = schema.partition_date(entries[0][2])
     path = storage.partition_dir(data_dir, "identity", date) / "identity-0.parquet"
-    storage.write_parquet(schema.to_arrow("identity", rows), path, zstd_level=1, row_group_size=100_000)
+    storage.write_parquet(data_dir, schema.to_arrow("identity", rows), path, storage.ParquetPolicy(1, 100_000))
 
 
 def bulk_posts(data_dir: Path, date: str, count: int, *, text: str = "filler post number", name: str = "bulk",
@@ -78,7 +78,7 @@ def bulk_posts(data_dir: Path, date: str, count: int, *, text: str = "filler pos
     table = pa.table({f.name: pa.array(cols[f.name], f.type) for f in schema.TABLES["posts"].schema},
                      schema=schema.TABLES["posts"].schema)
     path = storage.partition_dir(data_dir, "posts", date) / f"{name}.parquet"
-    storage.write_parquet(table, path, zstd_level=1, row_group_size=row_group_size)
+    storage.write_parquet(data_dir, table, path, storage.ParquetPolicy(1, row_group_size))
 
 
 def settings_for(data_dir: Path, **overrides: Any) -> Settings:

@@ -85,8 +85,8 @@ def write_day(task: dict[str, Any]) -> dict[str, Any]:
         tables, dropped, _ = build_tables(entries)
         name = file_name(entries[0][0], entries[-1][0])
         for (table, date), arrow_table in sorted(tables.items()):
-            storage.write_parquet(arrow_table, storage.partition_dir(data_dir, table, date) / name,
-                                  zstd_level=settings.parquet_zstd_level, row_group_size=settings.parquet_row_group)
+            storage.write_parquet(data_dir, arrow_table, storage.partition_dir(data_dir, table, date) / name,
+                                  storage.ParquetPolicy.for_flush(settings))
             rows[table] += arrow_table.num_rows
         duplicates += dropped
         batches.append({"entries": len(entries), "duplicates": dropped, "seconds": time.perf_counter() - t0,
