@@ -1,75 +1,149 @@
-"""`make run`: the whole pipeline on this machine starts, answers searches, and stops cleanly on Ctrl-C."""
+"""`make run` (`firehose dev`): the whole pipeline on this machine starts, answers searches and stops cleanly on
+Ctrl-C; restarts what dies, like the appliance's systemd units; and leaves nothing behind when killed outright."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
+import socket
 import subprocess
 import sys
-import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 import redis
 
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_until
 from tests.integration.pipeline import CLI, stage_env
 
 
+@dataclass
+class DevStack:
+    """A `firehose dev` process on free ports, its output going to `log`."""
+
+    proc: subprocess.Popen
+    api: int
+    redis: int
+    sim: int
+    metrics: int
+    state: Path
+    log: Path
+
+    @property
+    def ports(self) -> list[int]:
+        return [self.api, self.redis, self.sim, self.metrics]
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def start_dev(tmp_path: Path, *flags: str) -> DevStack:
+    api, redis_port, sim, metrics = free_port(), free_port(), free_port(), free_port()
+    state, log = tmp_path / "var", tmp_path / "dev.log"
+    env = stage_env("redis://unused", tmp_path / "unused")
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [*CLI, "dev", "--state-dir", str(state), "--api-port", str(api), "--redis-port", str(redis_port),
+             "--sim-port", str(sim), "--ingest-metrics-port", str(metrics), *flags],
+            env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+    stack = DevStack(proc, api, redis_port, sim, metrics, state, log)
+    wait_until(lambda: "firehose is running" in stack.output() or proc.poll() is not None, what="the dev stack")
+    assert proc.poll() is None, stack.output()
+    return stack
+
+
 def get_json(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=10) as response:
+    with urllib.request.urlopen(url, timeout=30) as response:
         return json.load(response)
 
 
-def test_dev_stack_runs_end_to_end_and_stops_cleanly(tmp_path: Path) -> None:
-    api, redis_port, sim = free_port(), free_port(), free_port()
-    env = stage_env("redis://unused", tmp_path / "unused")
-    proc = subprocess.Popen(
-        [*CLI, "dev", "--state-dir", str(tmp_path / "var"), "--api-port", str(api), "--redis-port", str(redis_port),
-         "--sim-port", str(sim), "--flush-interval", "2", "--sim-rate", "500"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+def search(api: int) -> list[dict]:
+    """Results of a common word; none while the API or the first flush is not there yet."""
     try:
-        deadline = time.monotonic() + 60
-        found = []
-        while time.monotonic() < deadline and not found:
-            time.sleep(1)
-            try:
-                found = get_json(f"http://127.0.0.1:{api}/search?text=the")["results"]
-            except OSError:
-                continue
-        assert found, "no search results within 60 s"
+        return get_json(f"http://127.0.0.1:{api}/search?text=the")["results"]
+    except OSError:
+        return []
+
+
+def parent_of(pid: int) -> int | None:
+    """The parent pid of a live process; None when it is gone (or a zombie: it holds nothing any more)."""
+    try:
+        state, ppid = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+    except (OSError, ValueError):
+        return None
+    return None if state == "Z" else int(ppid)
+
+
+def descendants(root: int) -> dict[int, str]:
+    """Every live process below `root` (pid -> command line), from /proc."""
+    parent: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (ppid := parent_of(int(entry.name))) is not None:
+            parent[int(entry.name)] = ppid
+    found: dict[int, str] = {}
+    frontier = [root]
+    while frontier:
+        pid = frontier.pop()
+        for child, ppid in parent.items():
+            if ppid == pid and child not in found:
+                try:
+                    found[child] = (Path("/proc") / str(child) / "cmdline").read_text().replace("\0", " ")
+                except OSError:
+                    continue
+                frontier.append(child)
+    return found
+
+
+def child_pid(stack: DevStack, marker: str) -> int | None:
+    """The pid of the dev stack's child whose command line contains `marker`."""
+    return next((pid for pid, cmd in descendants(stack.proc.pid).items() if marker in cmd), None)
+
+
+def events_in(stack: DevStack) -> int:
+    """Events the ingester has buffered so far (-1 while Redis is away)."""
+    try:
+        return int(redis.Redis(port=stack.redis).hget("firehose:cursor", "events_in") or 0)
+    except redis.ConnectionError:
+        return -1
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_dev_stack_runs_end_to_end_and_stops_cleanly(tmp_path: Path) -> None:
+    stack = start_dev(tmp_path, "--flush-interval", "2", "--sim-rate", "500")
+    try:
+        wait_until(lambda: bool(search(stack.api)), what="search results")
+        found = search(stack.api)
         # usernames are handles, from identity events or the simulator's PLC directory, not bare DIDs
         assert any(not r["username"].startswith("did:") for r in found)
-        assert get_json(f"http://127.0.0.1:{api}/health")["status"] == "ok"
+        assert get_json(f"http://127.0.0.1:{stack.api}/health")["status"] == "ok"
     finally:
-        proc.send_signal(signal.SIGINT)
-        output, _ = proc.communicate(timeout=90)
-    assert proc.returncode == 0, output
-    assert "firehose is running" in output
+        stack.proc.send_signal(signal.SIGINT)
+        stack.proc.wait(90)
+    output = stack.output()
+    assert stack.proc.returncode == 0, output
     assert "final flush" in output
+    assert "overcommit_memory=1 (kernel-wide" in output or "overcommit" not in output
     # after the last flush, every event the ingester buffered is in Parquet
-    server = subprocess.Popen(["redis-server", "--port", str(redis_port), "--dir", str(tmp_path / "var" / "redis"),
+    server = subprocess.Popen(["redis-server", "--port", str(stack.redis), "--dir", str(stack.state / "redis"),
                                "--appendonly", "yes"], stdout=subprocess.DEVNULL)
     try:
-        client = redis.Redis(port=redis_port)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+        wait_until(lambda: events_in(stack) >= 0, what="redis-server with the dev stack's files")
+        client = redis.Redis(port=stack.redis)
         [group] = client.xinfo_groups("firehose:events")
         assert group["lag"] == 0 and group["pending"] == 0
         written = int(client.hget("firehose:cursor", "time_us"))
     finally:
         server.terminate()
         server.wait(10)
-    data = tmp_path / "var" / "data"
+    data = stack.state / "data"
     # what a researcher types: the DuckDB CLI over the hive-partitioned glob
     cli = subprocess.run([str(Path(sys.executable).with_name("duckdb")), "-csv", "-noheader", "-c",
                           f"select count(*) from '{data}/posts/**/*.parquet'"], capture_output=True, text=True,
@@ -77,3 +151,39 @@ def test_dev_stack_runs_end_to_end_and_stops_cleanly(tmp_path: Path) -> None:
     assert int(cli.stdout.strip()) > 0
     newest = duckdb.sql(f"SELECT max(time_us) FROM read_parquet('{data}/*/*/*.parquet', union_by_name=true)").fetchall()
     assert newest[0][0] == written
+
+
+def kill_9_and_see_it_restarted(stack: DevStack, marker: str) -> None:
+    """kill -9 the child whose command line contains `marker`; a new one must appear and events keep coming."""
+    old = child_pid(stack, marker)
+    assert old is not None, f"no {marker} under firehose dev"
+    wait_until(lambda: events_in(stack) > 0, what="events flowing")
+    os.kill(old, signal.SIGKILL)
+    wait_until(lambda: child_pid(stack, marker) not in (None, old), what=f"{marker} restarted")
+    wait_until(lambda: events_in(stack) >= 0, what="Redis answering")
+    before = events_in(stack)
+    wait_until(lambda: events_in(stack) > before + 300, what=f"events flowing after {marker} was killed")
+    assert stack.proc.poll() is None
+
+
+def test_dead_children_are_restarted_and_the_pipeline_keeps_flowing(tmp_path: Path) -> None:
+    stack = start_dev(tmp_path, "--flush-interval", "5", "--sim-rate", "300", "--restart-sec", "0.5")
+    try:
+        kill_9_and_see_it_restarted(stack, "firehose.cli ingest")
+        kill_9_and_see_it_restarted(stack, "redis-server")
+    finally:
+        stack.proc.send_signal(signal.SIGINT)
+        stack.proc.wait(90)
+    output = stack.output()
+    assert stack.proc.returncode == 0, output
+    assert output.count("restarting it in") >= 2 and "restarting ingest" in output and "restarting redis" in output
+
+
+def test_killing_dev_outright_leaves_no_process_and_no_port_behind(tmp_path: Path) -> None:
+    stack = start_dev(tmp_path, "--flush-interval", "5", "--sim-rate", "100")
+    children = descendants(stack.proc.pid)
+    assert len(children) >= 5, children  # redis, simulator, ingester, flush loop, gunicorn (+ its workers)
+    stack.proc.send_signal(signal.SIGKILL)
+    stack.proc.wait(30)
+    wait_until(lambda: all(parent_of(pid) is None for pid in children), what="every child of firehose dev to exit")
+    wait_until(lambda: not any(port_open(p) for p in stack.ports), what="the dev stack's ports to be free")
