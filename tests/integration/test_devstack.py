@@ -171,12 +171,15 @@ def test_dead_children_are_restarted_and_the_pipeline_keeps_flowing(tmp_path: Pa
     try:
         kill_9_and_see_it_restarted(stack, "firehose.cli ingest")
         kill_9_and_see_it_restarted(stack, "redis-server")
+        children = descendants(stack.proc.pid)
     finally:
-        stack.proc.send_signal(signal.SIGINT)
+        stack.proc.send_signal(signal.SIGHUP)  # the terminal closed: a clean stop, like Ctrl-C
         stack.proc.wait(90)
     output = stack.output()
     assert stack.proc.returncode == 0, output
     assert output.count("restarting it in") >= 2 and "restarting ingest" in output and "restarting redis" in output
+    assert "final flush" in output
+    assert all(parent_of(pid) is None for pid in children)
 
 
 def test_killing_dev_outright_leaves_no_process_and_no_port_behind(tmp_path: Path) -> None:
