@@ -49,7 +49,7 @@ class Child:
     argv: list[str]
     proc: subprocess.Popen | None = None
     started_at: float = 0.0
-    failures: int = 0  # consecutive short-lived runs, for the backoff
+    failures: int = 0  # deaths in a row (a run of STABLE_SECONDS or more starts the count over), for the backoff
     restart_at: float | None = None  # when a dead child is due to start again
 
 
@@ -101,10 +101,10 @@ class Supervisor:
         for child in self.children.values():
             assert child.proc is not None
             if child.restart_at is None and child.proc.poll() is not None:
-                child.failures = 0 if now - child.started_at >= STABLE_SECONDS else child.failures + 1
+                child.failures = 1 if now - child.started_at >= STABLE_SECONDS else child.failures + 1
                 delay = restart_delay(self.restart_sec, child.failures)
                 child.restart_at = now + delay
-                log.warning("%s exited with status %s; restarting it in %.1f s (restart %d in a row)",
+                log.warning("%s exited with status %s; restarting it in %.1f s (failure %d in a row)",
                             child.name, child.proc.returncode, delay, child.failures)
             elif child.restart_at is not None and now >= child.restart_at:
                 log.warning("restarting %s", child.name)
@@ -134,8 +134,8 @@ class Supervisor:
 
 
 def restart_delay(first: float, failures: int) -> float:
-    """Seconds to wait before restart number `failures` in a row: `first`, doubling, at most 30 s."""
-    return min(RESTART_MAX_SECONDS, first * 2 ** max(0, min(failures - 1, 16)))
+    """Seconds to wait after the `failures`-th death in a row: `first`, then doubling, at most 30 s."""
+    return min(RESTART_MAX_SECONDS, first * 2 ** min(max(failures - 1, 0), 16))
 
 
 def die_with_parent(parent: int) -> Callable[[], None]:
