@@ -61,7 +61,7 @@ venv-runtime: $(VENV_RUNTIME) ## the virtualenv with the app and its runtime pac
 venv: $(VENV_DEV) ## the virtualenv with the app, its runtime packages and the dev tools (tests, lint, appliance)
 
 run: deps venv-runtime ## run the whole pipeline here: Redis, simulator, ingester, flush, API on localhost:$(API_PORT)
-	$(BIN)/firehose dev --api-port $(API_PORT) --redis-port $(REDIS_PORT) --sim-port $(SIM_PORT) \
+	$(BIN)/firehose dev --stop-with-parent --api-port $(API_PORT) --redis-port $(REDIS_PORT) --sim-port $(SIM_PORT) \
 	  --ingest-metrics-port $(INGEST_METRICS_PORT) --flush-interval $(FLUSH_INTERVAL) --sim-rate $(SIM_RATE) \
 	  $(if $(JETSTREAM_URL),--jetstream-url '$(JETSTREAM_URL)')
 

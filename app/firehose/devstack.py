@@ -10,7 +10,9 @@ It behaves like the appliance it demonstrates:
 - Ctrl-C, SIGTERM or SIGHUP (the terminal closed) stops the feed, lets the ingester write what it holds, runs a
   last flush so everything buffered is on disk, then stops the API and Redis;
 - if `firehose dev` itself is killed outright (SIGKILL), the kernel kills its children too (`PR_SET_PDEATHSIG`;
-  Gunicorn's workers follow their master): nothing is left holding the ports for the next `make run`.
+  Gunicorn's workers follow their master): nothing is left holding the ports for the next `make run`;
+- with `--stop-with-parent` (what `make run` passes), the death of the process that started it (make, killed
+  outright) is a SIGTERM: a clean stop.
 """
 
 from __future__ import annotations
@@ -67,6 +69,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="port of the ingester's Prometheus metrics (default 9101; 0 = off)")
     parser.add_argument("--restart-sec", type=float, default=1.0,
                         help="first delay before a dead child is restarted; doubles up to 30 s (default 1)")
+    parser.add_argument("--stop-with-parent", action="store_true",
+                        help="stop cleanly (as on SIGTERM) when the process that started us dies (make run sets it)")
 
 
 class Supervisor:
@@ -156,6 +160,8 @@ def die_with_parent(parent: int) -> Callable[[], None]:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Start everything, restart what dies, stop cleanly on Ctrl-C / SIGTERM / SIGHUP."""
+    if args.stop_with_parent:  # `make run` killed outright: we get SIGTERM and stop like on Ctrl-C
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     state = args.state_dir.resolve()
     for sub in ("redis", "data", "metrics", "prometheus"):
         (state / sub).mkdir(parents=True, exist_ok=True)

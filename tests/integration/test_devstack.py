@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import pytest
 import redis
 
 from tests.conftest import free_port, wait_until
@@ -40,16 +41,18 @@ class DevStack:
         return self.log.read_text(errors="replace")
 
 
-def start_dev(tmp_path: Path, *flags: str) -> DevStack:
+def start_dev(tmp_path: Path, *flags: str, under_shell: bool = False) -> DevStack:
+    """`firehose dev` on free ports; `under_shell`: started by a shell that waits for it, as make starts it (then
+    `proc` is that shell)."""
     api, redis_port, sim, metrics = free_port(), free_port(), free_port(), free_port()
     state, log = tmp_path / "var", tmp_path / "dev.log"
     env = stage_env("redis://unused", tmp_path / "unused")
+    argv = [*CLI, "dev", "--state-dir", str(state), "--api-port", str(api), "--redis-port", str(redis_port),
+            "--sim-port", str(sim), "--ingest-metrics-port", str(metrics), *flags]
+    if under_shell:
+        argv = ["bash", "-c", '"$@" & wait', "make-like", *argv]
     with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [*CLI, "dev", "--state-dir", str(state), "--api-port", str(api), "--redis-port", str(redis_port),
-             "--sim-port", str(sim), "--ingest-metrics-port", str(metrics), *flags],
-            env=env, stdout=out, stderr=subprocess.STDOUT,
-        )
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
     stack = DevStack(proc, api, redis_port, sim, metrics, state, log)
     wait_until(lambda: "firehose is running" in stack.output() or proc.poll() is not None, what="the dev stack")
     assert proc.poll() is None, stack.output()
@@ -182,8 +185,10 @@ def test_dead_children_are_restarted_and_the_pipeline_keeps_flowing(tmp_path: Pa
     assert all(parent_of(pid) is None for pid in children)
 
 
-def test_killing_dev_outright_leaves_no_process_and_no_port_behind(tmp_path: Path) -> None:
-    stack = start_dev(tmp_path, "--flush-interval", "5", "--sim-rate", "100")
+@pytest.mark.parametrize("victim", ["firehose dev", "make run"])
+def test_killing_dev_or_make_outright_leaves_no_process_and_no_port_behind(tmp_path: Path, victim: str) -> None:
+    stack = start_dev(tmp_path, "--flush-interval", "5", "--sim-rate", "100", "--stop-with-parent",
+                      under_shell=victim == "make run")
     children = descendants(stack.proc.pid)
     assert len(children) >= 5, children  # redis, simulator, ingester, flush loop, gunicorn (+ its workers)
     stack.proc.send_signal(signal.SIGKILL)
