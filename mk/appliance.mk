@@ -1,5 +1,5 @@
 # Appliance targets: Ansible, Packer, monitoring assets. Included by the main Makefile, which defines
-# VENV (the virtualenv) and BIN ($(VENV)/bin).
+# VENV (the virtualenv), BIN ($(VENV)/bin) and the `venv` target (the app plus requirements-dev.txt: ansible, ...).
 #
 #   make lint-appliance    lint-ansible + lint-packer + lint-monitoring
 #   make role-docs         roles/*/README.md from the argument specs (lint-ansible checks they are current)

@@ -321,6 +321,8 @@ class Searcher:
                 if batch.num_rows:
                     left -= batch.num_rows
                     yield batch
+            if dogs[0].fired:  # it went off just before or during this statement: the result may be cut short
+                raise duckdb.InterruptException("time budget used up")
             if left <= 0:
                 return
 

@@ -6,35 +6,51 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+import urllib.request
 from pathlib import Path
 
 import orjson
 import pytest
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 
 from firehose.buffer import EVENT_FIELD, Buffer, split_events
 from firehose.config import Settings
-from tests.conftest import GOLDEN, RedisServer, start_redis, stop_process
+from tests.conftest import GOLDEN, RedisServer, free_port, start_redis, stop_process, wait_until
 from tests.integration.pipeline import CLI, stage_env
 from tests.integration.wsfeed import ScriptedFeed
 
 GOLDEN_LINES = GOLDEN.read_bytes().splitlines()
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
-
-
-def start_ingester(redis_url: str, data_dir: Path, url: str, **env: str) -> subprocess.Popen:
+def start_ingester(redis_url: str, data_dir: Path, url: str, metrics_port: int = 0, **env: str) -> subprocess.Popen:
+    """The ingester as a process; `metrics_port` serves its Prometheus metrics (what the tests wait on)."""
     environment = stage_env(redis_url, data_dir, FIREHOSE_COMPRESS="false", FIREHOSE_BACKOFF_MAX_SECONDS="0.5",
-                            FIREHOSE_INGEST_BATCH_MS="20", **env)
+                            FIREHOSE_INGEST_BATCH_MS="20", FIREHOSE_INGEST_METRICS_PORT=str(metrics_port), **env)
     return subprocess.Popen([*CLI, "ingest", "--url", url, "--cursor", "1"], env=environment,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def metric(port: int, name: str, **labels: str) -> float:
+    """The sum of the ingester's samples called `name` (matching `labels`); 0 while its endpoint is not up yet."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            text = response.read().decode()
+    except OSError:
+        return 0.0
+    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+               if sample.name == name and labels.items() <= sample.labels.items())
+
+
+def frames_from_cursor(feed: ScriptedFeed, events: list[bytes]) -> int:
+    """How many of `events` the feed sent on its latest connection (those at or after that connection's cursor)."""
+    cursor = int(feed.queries[-1]["cursor"][0])
+    return sum(1 for e in events if orjson.loads(e)["time_us"] >= cursor)
+
+
+def handled(port: int) -> float:
+    """Frames the ingester is done with: appended to the buffer or recognised as already buffered."""
+    return metric(port, "firehose_ingest_events_total") + metric(port, "firehose_ingest_duplicates_total")
 
 
 def numbered_events(n: int, start_us: int = 1_779_719_000_000_000) -> list[bytes]:
@@ -87,10 +103,13 @@ def test_cursor_is_stored_and_a_restart_rewinds_without_doubling(redis_server: R
             stop_process(proc)
         stored = int(client.hget("firehose:cursor", "time_us"))
         assert stored == orjson.loads(events[-1])["time_us"]
-        proc = start_ingester(redis_server.url, tmp_path, feed.url)
+        port = free_port()
+        proc = start_ingester(redis_server.url, tmp_path, feed.url, metrics_port=port)
         try:
             wait_until(lambda: len(feed.queries) == 2, what="the second connection")
-            time.sleep(1.0)
+            replayed = frames_from_cursor(feed, events)
+            # every replayed frame was looked at (and, the assertion below shows, none appended again)
+            wait_until(lambda: handled(port) >= replayed, what=f"the ingester to handle {replayed} replayed frames")
         finally:
             stop_process(proc)
     assert int(feed.queries[1]["cursor"][0]) == stored - 5_000_000
@@ -107,10 +126,12 @@ def test_kill_9_of_the_ingester_loses_and_doubles_nothing(redis_server: RedisSer
         assert crashed.wait(30) == -9
         client = redis_server.client()
         assert buffered(client) < 30_000
-        proc = start_ingester(redis_server.url, tmp_path, feed.url)
+        port = free_port()
+        proc = start_ingester(redis_server.url, tmp_path, feed.url, metrics_port=port)
         try:
             wait_until(lambda: buffered(client) >= 30_000, what="all events buffered")
-            time.sleep(0.5)
+            sent = frames_from_cursor(feed, events)  # from the stored cursor, rewound: some are replays
+            wait_until(lambda: handled(port) >= sent, what=f"the ingester to handle the {sent} frames sent")
         finally:
             stop_process(proc)
     assert stream_events(redis_server) == events
@@ -121,17 +142,18 @@ def test_overload_pauses_reading_and_drops_nothing(tmp_path: Path) -> None:
     events = numbered_events(30_000)  # ~15 MB of JSON: far past maxmemory
     try:
         with ScriptedFeed(events) as feed:
-            proc = start_ingester(server.url, tmp_path, feed.url)
+            port = free_port()
+            proc = start_ingester(server.url, tmp_path, feed.url, metrics_port=port)
             client = server.client()
             try:
-                wait_until(lambda: buffered(client) > 0, what="the first writes")
-                time.sleep(3)
+                wait_until(lambda: metric(port, "firehose_ingest_backpressure_seconds_total") > 0,
+                           what="Redis to refuse writes at its memory limit")
                 partial = buffered(client)
                 assert 0 < partial < 30_000  # stopped at the memory limit, still running
                 assert proc.poll() is None
                 client.config_set("maxmemory", "0")
-                wait_until(lambda: buffered(client) >= 30_000, timeout=60, what="the rest")
-                time.sleep(0.5)
+                wait_until(lambda: buffered(client) >= 30_000, what="the rest")
+                wait_until(lambda: handled(port) >= len(events), what="the ingester to handle every frame")
             finally:
                 stop_process(proc)
         assert stream_events(server) == events
@@ -142,11 +164,14 @@ def test_overload_pauses_reading_and_drops_nothing(tmp_path: Path) -> None:
 def test_ingester_survives_the_feed_going_away(redis_server: RedisServer, tmp_path: Path) -> None:
     events = numbered_events(100)
     feed = ScriptedFeed(events)
+    port = free_port()
     with feed:
-        proc = start_ingester(redis_server.url, tmp_path, feed.url)
+        proc = start_ingester(redis_server.url, tmp_path, feed.url, metrics_port=port)
         client = redis_server.client()
         wait_until(lambda: buffered(client) == 100, what="first events")
-    time.sleep(1.5)  # the feed is gone: the ingester retries with backoff
+    # the feed is gone: the ingester keeps retrying (with backoff) instead of exiting
+    wait_until(lambda: metric(port, "firehose_ingest_reconnects_total") >= 3 or proc.poll() is not None,
+               what="two reconnection attempts after the feed went away")
     assert proc.poll() is None
     revived = ScriptedFeed([*events, *numbered_events(50, start_us=1_779_719_100_000_000)])
     revived.port = feed.port
