@@ -1,0 +1,169 @@
+"""The hot tier (posts still in the Redis buffer) and the hiding rules, over a real redis-server and real Parquet
+written by the real flush."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import duckdb
+import orjson
+import pytest
+
+from firehose.buffer import Buffer
+from firehose.config import Settings
+from firehose.flush import Flusher
+from firehose.hiding import Hiding
+from firehose.hot import HotSnapshot, HotTier, post_uri
+from tests.conftest import GOLDEN, RedisServer
+
+GOLDEN_EVENTS = [orjson.loads(line) for line in GOLDEN.read_bytes().splitlines()]
+T0 = 1_779_719_010_000_000
+_seq = itertools.count(1)
+
+
+def event_of_kind(kind: str, collection: str | None = None) -> dict:
+    """A deep copy of the golden event of that kind (and collection)."""
+    for event in GOLDEN_EVENTS:
+        if event["kind"] == kind and (collection is None or event.get("commit", {}).get("collection") == collection):
+            return orjson.loads(orjson.dumps(event))
+    raise LookupError(kind)
+
+
+def post(did: str, rkey: str, text: str, time_us: int | None = None) -> bytes:
+    event = event_of_kind("commit", "app.bsky.feed.post")
+    event.update(did=did, time_us=time_us or T0 + next(_seq))
+    event["commit"].update(rkey=rkey, operation="create")
+    event["commit"]["record"]["text"] = text
+    return orjson.dumps(event)
+
+
+def delete_post(did: str, rkey: str) -> bytes:
+    event = event_of_kind("commit", "app.bsky.feed.post")
+    event.update(did=did, time_us=T0 + next(_seq))
+    commit = event["commit"]
+    event["commit"] = {"rev": commit["rev"], "operation": "delete", "collection": commit["collection"], "rkey": rkey}
+    return orjson.dumps(event)
+
+
+def account(did: str, active: bool, status: str | None = None) -> bytes:
+    body = {"active": active, "did": did, "seq": next(_seq), "time": "2026-05-25T14:23:30.689Z"}
+    if status:
+        body["status"] = status
+    return orjson.dumps({"did": did, "time_us": T0 + next(_seq), "kind": "account", "account": body})
+
+
+def like() -> bytes:
+    event = event_of_kind("commit", "app.bsky.feed.like")
+    event["time_us"] = T0 + next(_seq)
+    return orjson.dumps(event)
+
+
+@pytest.fixture
+def settings(redis_server: RedisServer, tmp_path: Path) -> Settings:
+    return Settings.from_env({"FIREHOSE_REDIS_URL": redis_server.url, "FIREHOSE_DATA_DIR": str(tmp_path / "data"),
+                              "FIREHOSE_FLUSH_TRIM_KEEP_SECONDS": "0"})
+
+
+def tier(settings: Settings, redis_server: RedisServer) -> HotTier:
+    return HotTier(redis_server.client, settings.stream_key, min_interval=0)
+
+
+def uris(snapshot: HotSnapshot) -> list[str]:
+    return sorted(snapshot.posts.column("uri").to_pylist())
+
+
+def test_posts_are_hot_until_the_flush_trims_them(settings: Settings, redis_server: RedisServer) -> None:
+    buffer = Buffer.connect(settings)
+    hot = tier(settings, redis_server)
+    assert hot.refresh().post_count == 0
+    buffer.append([post("did:plc:a", "1", "first"), like(), post("did:plc:a", "2", "second")], 1)
+    snap = hot.refresh()
+    assert uris(snap) == [post_uri("did:plc:a", "1"), post_uri("did:plc:a", "2")]
+    assert snap.posts.column("text").to_pylist() == ["first", "second"]
+    assert snap.uris == frozenset(uris(snap))
+    buffer.append([post("did:plc:b", "3", "third")], 1)
+    assert hot.refresh().post_count == 3
+    Flusher(settings, buffer).run_once()  # writes Parquet, then trims everything (keep 0 s)
+    assert hot.refresh().post_count == 0
+    buffer.append([post("did:plc:b", "4", "fourth")], 1)
+    assert uris(hot.refresh()) == [post_uri("did:plc:b", "4")]
+
+
+def test_a_replayed_post_is_hot_once(settings: Settings, redis_server: RedisServer) -> None:
+    buffer = Buffer.connect(settings)
+    hot = tier(settings, redis_server)
+    event = post("did:plc:a", "1", "twice")
+    buffer.append([event], 1)
+    hot.refresh()
+    buffer.append([event, event], 1)
+    assert hot.refresh().post_count == 1
+
+
+def test_deletes_and_account_events_in_the_buffer(settings: Settings, redis_server: RedisServer) -> None:
+    buffer = Buffer.connect(settings)
+    hot = tier(settings, redis_server)
+    buffer.append([post("did:plc:a", "1", "x"), delete_post("did:plc:a", "1"), account("did:plc:b", False,
+                   "deactivated"), delete_post("did:plc:a", "9")], 1)
+    snap = hot.refresh()
+    assert snap.deleted_uris == {post_uri("did:plc:a", "1"), post_uri("did:plc:a", "9")}
+    assert [(a.did, a.active) for a in snap.accounts] == [("did:plc:b", False)]
+
+
+def test_refresh_is_throttled_and_survives_a_dead_redis(settings: Settings, redis_server: RedisServer) -> None:
+    now = [0.0]
+    hot = HotTier(redis_server.client, settings.stream_key, min_interval=5, clock=lambda: now[0])
+    Buffer.connect(settings).append([post("did:plc:a", "1", "x")], 1)
+    assert hot.refresh().post_count == 1
+    Buffer.connect(settings).append([post("did:plc:a", "2", "y")], 1)
+    assert hot.refresh().post_count == 1  # within min_interval: not re-read
+    now[0] = 6.0
+    assert hot.refresh().post_count == 2
+    redis_server.proc.kill()
+    redis_server.proc.wait()
+    now[0] = 12.0
+    snap = hot.refresh()
+    assert snap.post_count == 2 and snap.error is not None and "buffer" in snap.error
+
+
+def hiding_for(settings: Settings) -> Hiding:
+    con = duckdb.connect()
+    return Hiding(settings.data_dir, con.cursor, min_interval=0)
+
+
+def keep(rules, did: str, rkey: str) -> bool:
+    uri = post_uri(did, rkey)
+    [h] = duckdb.execute("SELECT hash(?)", [uri]).fetchone()
+    return rules.keep_mask([uri], [did], [h])[0]
+
+
+def test_archived_and_buffered_deletions_hide_posts(settings: Settings, redis_server: RedisServer) -> None:
+    buffer = Buffer.connect(settings)
+    hot = tier(settings, redis_server)
+    hiding = hiding_for(settings)
+    buffer.append([post("did:plc:a", "1", "x"), post("did:plc:a", "2", "y"), delete_post("did:plc:a", "1")], 1)
+    Flusher(settings, buffer).run_once()
+    rules = hiding.current(hot.refresh())
+    assert not keep(rules, "did:plc:a", "1")  # the delete is archived
+    assert keep(rules, "did:plc:a", "2")
+    buffer.append([delete_post("did:plc:a", "2")], 1)
+    rules = hiding.current(hot.refresh())
+    assert not keep(rules, "did:plc:a", "2")  # the delete is only in the buffer
+    Flusher(settings, buffer).run_once()
+    rules = hiding.current(hot.refresh())
+    assert not keep(rules, "did:plc:a", "1") and not keep(rules, "did:plc:a", "2")  # both archived now
+
+
+def test_inactive_accounts_are_hidden_until_active_again(settings: Settings, redis_server: RedisServer) -> None:
+    buffer = Buffer.connect(settings)
+    hot = tier(settings, redis_server)
+    hiding = hiding_for(settings)
+    buffer.append([post("did:plc:a", "1", "x"), account("did:plc:a", False, "takendown")], 1)
+    Flusher(settings, buffer).run_once()
+    assert not keep(hiding.current(hot.refresh()), "did:plc:a", "1")
+    buffer.append([account("did:plc:a", True)], 1)  # reactivated, still in the buffer
+    assert keep(hiding.current(hot.refresh()), "did:plc:a", "1")
+    Flusher(settings, buffer).run_once()
+    assert keep(hiding.current(hot.refresh()), "did:plc:a", "1")
+    buffer.append([account("did:plc:a", False, "deactivated")], 1)
+    assert not keep(hiding.current(hot.refresh()), "did:plc:a", "1")
