@@ -25,12 +25,14 @@ from typing import Any
 import bottle
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import redis
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 from firehose.config import ConfigError, Settings
-from firehose.handles import HandleBook, PlcResolver
+from firehose.hot import HotTier
+from firehose.identity import IdentityResolver
 from firehose.params import BadParameter, CursorCodec, openapi_parameters, parse_search
 from firehose.search import EXPORT_COLUMNS, QueryTimeout, Searcher
 
@@ -38,7 +40,10 @@ log = logging.getLogger(__name__)
 
 MAX_QUERY_PARAMETERS = 64
 MAX_QUERY_STRING = 16_384
-PLC_WAIT_SECONDS = 0.5
+DISPLAY_WAIT_SECONDS = 0.5  # how long a page waits for handles to show (the DID is shown past it)
+FILTER_WAIT_SECONDS = 3.0  # how long a search waits to resolve the handle it filters on
+# A cell starting with one of these is a formula to a spreadsheet (OWASP CSV injection); raw=true keeps it as is.
+FORMULA_START = "^[=+\\-@\t\r]"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0)
 JSON_TYPE = "application/json"
 ENDPOINTS = ("/search", "/export", "/health", "/metrics", "/stats", "/openapi.json")
@@ -122,16 +127,18 @@ class Api:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.searcher = Searcher(settings)
-        plc = PlcResolver(settings.plc_url, settings.plc_timeout)
-        self.book = HandleBook(self.searcher.identity_handles, self.searcher.identity_did, plc,
-                               settings.handle_cache_size, settings.handle_cache_seconds)
-        secret = settings.api_cursor_secret.encode() if settings.api_cursor_secret else secrets.token_bytes(32)
-        self.cursors = CursorCodec(secret)
-        self.metrics = Metrics()
         self._redis: redis.Redis | None = None
         self._redis_pid = 0
         self._lock = threading.Lock()
+        hot = None
+        if settings.api_hot_tier:
+            hot = HotTier(self.redis, settings.stream_key, min_interval=settings.api_hot_refresh_seconds,
+                          max_posts=settings.api_hot_max_posts)
+        self.searcher = Searcher(settings, hot=hot)
+        self.book = IdentityResolver(settings, self.searcher.identity_handles, self.searcher.identity_did)
+        secret = settings.api_cursor_secret.encode() if settings.api_cursor_secret else secrets.token_bytes(32)
+        self.cursors = CursorCodec(secret)
+        self.metrics = Metrics()
 
     # --- plumbing
 
@@ -196,15 +203,14 @@ class Api:
         query = parse_search(query_pairs(bottle.request.environ), self.settings)
         fingerprint = query.fingerprint()
         position = self.cursors.decode(query.cursor, fingerprint) if query.cursor else None
-        filters, warnings = self.searcher.filters(query, self.book.did_for)
+        filters, warnings = self.searcher.filters(query, self.did_for)
         cap = self.settings.api_max_results
         if filters is None or (position and position.served >= cap):
             rows, next_position = [], None
         else:
             page = self.searcher.search(filters, query.limit, position, cap=cap)
             rows, next_position = page.rows, page.next_position
-        handles = self.book.handles([r["did"] for r in rows], plc_deadline=time.monotonic() + min(
-            self.settings.plc_timeout, PLC_WAIT_SECONDS))
+        handles = self.book.handles([r["did"] for r in rows], time.monotonic() + DISPLAY_WAIT_SECONDS)
         results = [{"timestamp": r["timestamp"], "username": handles.get(r["did"], r["did"]), **r} for r in rows]
         meta: dict[str, Any] = {
             "count": len(results),
@@ -222,27 +228,34 @@ class Api:
     def export(self) -> bottle.HTTPResponse:
         """GET /export: CSV streamed in record batches; the first batch is read before the response starts."""
         query = parse_search(query_pairs(bottle.request.environ), self.settings, export=True)
-        filters, _ = self.searcher.filters(query, self.book.did_for)
+        filters, _ = self.searcher.filters(query, self.did_for)
         batches: Iterator[pa.RecordBatch] = iter(())
         if filters is not None:
             batches = self.searcher.export(filters, query.limit)
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
         headers = self.headers("text/csv; charset=utf-8")
         headers["Content-Disposition"] = f'attachment; filename="bluesky-posts-{stamp}.csv"'
-        return bottle.HTTPResponse(self._csv(batches), 200, headers)
+        return bottle.HTTPResponse(self._csv(batches, raw=query.raw), 200, headers)
 
-    def _csv(self, batches: Iterator[pa.RecordBatch]) -> Iterator[bytes]:
-        """CSV bytes: a header row, then each batch written by pyarrow (quoted where needed)."""
+    def did_for(self, value: str) -> str | None:
+        """The DID of a handle (or DID) typed into a filter, resolved within FILTER_WAIT_SECONDS."""
+        return self.book.did_for(value, time.monotonic() + min(FILTER_WAIT_SECONDS, self.settings.api_query_timeout))
+
+    def _csv(self, batches: Iterator[pa.RecordBatch], *, raw: bool) -> Iterator[bytes]:
+        """CSV bytes: a header row, then each batch written by pyarrow (quoted where needed); unless `raw`, cells
+        that a spreadsheet would run as a formula are neutralised (`neutralise`)."""
         yield (",".join(EXPORT_COLUMNS) + "\n").encode()
         options = pacsv.WriteOptions(include_header=False, quoting_style="needed")
         try:
             for batch in batches:
                 dids = batch.column("did").to_pylist()
-                handles = self.book.handles(dids)
+                handles = self.book.handles(dids, time.monotonic() + DISPLAY_WAIT_SECONDS)
                 usernames = pa.array([handles.get(d, d) for d in dids], pa.string())
                 columns = {name: batch.column(name) for name in EXPORT_COLUMNS if name != "username"}
                 columns["username"] = usernames
                 table = pa.table([columns[name] for name in EXPORT_COLUMNS], names=list(EXPORT_COLUMNS))
+                if not raw:
+                    table = neutralise(table)
                 sink = pa.BufferOutputStream()
                 pacsv.write_csv(table, sink, options)
                 self.metrics.export_rows.inc(table.num_rows)
@@ -258,7 +271,9 @@ class Api:
     # --- operations
 
     def health(self) -> bottle.HTTPResponse:
-        """GET /health: 200 when Redis answers, the data directory exists and the newest event is fresh; else 503."""
+        """GET /health. 503 `fail` when nothing can be served (the data directory is missing); 200 `degraded` with
+        the reasons when serving, but stale or incomplete (Redis unreachable: the newest posts cannot be served and
+        nothing is ingested; the newest event older than FIREHOSE_API_FRESH_SECONDS; no data yet); else 200 `ok`."""
         _no_parameters()
         checks: dict[str, dict[str, Any]] = {}
         started = time.perf_counter()
@@ -269,15 +284,24 @@ class Api:
             checks["redis"] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
         data_dir = Path(self.settings.data_dir)
         checks["data_dir"] = {"ok": data_dir.is_dir(), "path": str(data_dir)}
-        newest = self.searcher.catalog.newest_time_us() if data_dir.is_dir() else None
+        view = self.searcher.view() if data_dir.is_dir() else None
+        checks["hot_tier"] = {"ok": view is not None and view.hot.error is None,
+                              "enabled": self.searcher.hot is not None, "posts": view.hot.post_count if view else 0,
+                              "hidden": view.rules.size if view else 0}
+        archived = self.searcher.catalog.newest_time_us() if data_dir.is_dir() else None
+        newest = max((t for t in (archived, view.hot.newest_time_us if view else None) if t is not None), default=None)
         fresh: dict[str, Any] = {"ok": False, "newest_event_age_s": None, "max_age_s": self.settings.api_fresh_seconds}
         if newest is not None:
             age = time.time() - newest / 1_000_000
             fresh.update(ok=age <= self.settings.api_fresh_seconds, newest_event_age_s=round(age, 1),
                          newest_event=dt.datetime.fromtimestamp(newest / 1e6, dt.UTC).isoformat())
         checks["freshness"] = fresh
-        ok = all(c["ok"] for c in checks.values())
-        return self.json({"status": "ok" if ok else "fail", "checks": checks, "time": _iso_now()}, 200 if ok else 503)
+        reasons = _health_reasons(checks, newest)
+        status = "fail" if not checks["data_dir"]["ok"] else "degraded" if reasons else "ok"
+        body = {"status": status, "checks": checks, "time": _iso_now()}
+        if reasons:
+            body["reasons"] = reasons
+        return self.json(body, 503 if status == "fail" else 200)
 
     def metrics_endpoint(self) -> bottle.HTTPResponse:
         """GET /metrics (Prometheus text format)."""
@@ -293,6 +317,37 @@ class Api:
         """GET /openapi.json."""
         _no_parameters()
         return self.json(openapi_document(self.settings))
+
+
+def _health_reasons(checks: dict[str, dict[str, Any]], newest: int | None) -> list[str]:
+    """Why /health is not `ok`, one sentence each, saying what to look at."""
+    reasons = []
+    if not checks["data_dir"]["ok"]:
+        reasons.append(f"the data directory {checks['data_dir']['path']} does not exist: nothing can be served "
+                       "(is the volume mounted?)")
+    if not checks["redis"]["ok"]:
+        reasons.append("Redis does not answer: posts not yet flushed cannot be served and nothing is ingested")
+    elif not checks["hot_tier"]["ok"] and checks["hot_tier"]["enabled"]:
+        reasons.append("the buffer cannot be read: posts not yet flushed are not served")
+    if newest is None:
+        reasons.append("no events yet (archived or buffered): is the ingester running?")
+    elif not checks["freshness"]["ok"]:
+        reasons.append(f"the newest event is {checks['freshness']['newest_event_age_s']:.0f} s old (more than "
+                       f"{checks['freshness']['max_age_s']:.0f} s): ingest or the feed has stalled")
+    return reasons
+
+
+def neutralise(table: pa.Table) -> pa.Table:
+    """`table` with every text cell that starts with =, +, -, @, TAB or CR prefixed by a single quote, as the OWASP
+    CSV-injection guidance describes: a spreadsheet then shows the text instead of running it as a formula."""
+    columns = []
+    for column in table.columns:
+        if not pa.types.is_string(column.type):
+            columns.append(column)
+            continue
+        formula = pc.fill_null(pc.match_substring_regex(column, FORMULA_START), False)
+        columns.append(pc.if_else(formula, pc.binary_join_element_wise("'", column, ""), column))
+    return pa.table(columns, names=table.column_names)
 
 
 def _no_parameters() -> None:

@@ -132,6 +132,15 @@ class Settings:
     api_fresh_seconds: float = _setting(
         "FIREHOSE_API_FRESH_SECONDS", 900.0, "/health reports stale data when the newest event is older."
     )
+    api_hot_tier: bool = _setting(
+        "FIREHOSE_API_HOT_TIER", True, "Serve posts still in the Redis buffer (searchable before the flush)."
+    )
+    api_hot_refresh_seconds: float = _setting(
+        "FIREHOSE_API_HOT_REFRESH_SECONDS", 1.0, "Each API worker reads new buffer entries at most this often."
+    )
+    api_hot_max_posts: int = _setting(
+        "FIREHOSE_API_HOT_MAX_POSTS", 1_000_000, "Most buffered posts an API worker holds (oldest dropped past it)."
+    )
     api_cursor_secret: str = _setting(
         "FIREHOSE_API_CURSOR_SECRET", "", "HMAC key for page cursors; empty = random per start (set it for >1 host)."
     )

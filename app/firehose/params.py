@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from firehose.config import Settings
-from firehose.handles import is_did, normalise_handle
+from firehose.identity_syntax import is_did, normalise_handle
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 SORTS = ("latest", "oldest")
@@ -68,6 +68,7 @@ class Parameter:
     schema: Schema
     repeat: bool = False  # may be given several times (tag=a&tag=b); all values are kept
     export: bool = True  # /export takes it too
+    search: bool = True  # /search takes it
     export_description: str | None = None  # the description on /export, when it differs
 
 
@@ -108,13 +109,17 @@ PARAMETERS: tuple[Parameter, ...] = (
     Parameter(("limit",), "limit", "Rows per page.", _limit_schema, export_description="Most rows in the file."),
     Parameter(("cursor",), "cursor", "meta.cursor of the previous page (opaque, signed).", {"type": "string"},
               export=False),
+    Parameter(("raw",), "raw", "Cells exactly as posted. By default a cell starting with =, +, -, @, TAB or CR gets "
+              "a leading ' so spreadsheets do not run it as a formula (OWASP CSV injection).", _BOOLEAN,
+              search=False),
 )
 _BY_NAME = {name: p for p in PARAMETERS for name in p.names}
+_BY_KEY = {p.key: p for p in PARAMETERS}
 
 
 def accepted(*, export: bool) -> list[Parameter]:
     """The parameters /search (export=False) or /export takes, in table order."""
-    return [p for p in PARAMETERS if p.export or not export]
+    return [p for p in PARAMETERS if (p.export if export else p.search)]
 
 
 def max_limit(settings: Settings, *, export: bool) -> int:
@@ -168,17 +173,19 @@ class SearchQuery:
     sort: str = "latest"
     limit: int = 50
     cursor: str | None = None
+    raw: bool = False
 
     def echo(self) -> dict[str, Any]:
         """The normalised parameters, as echoed in `meta.query` (empty ones left out)."""
-        shown = {k: v for k, v in asdict(self).items() if k not in ("since_us", "until_us", "words", "cursor")}
+        hidden = ("since_us", "until_us", "words", "cursor", "raw")
+        shown = {k: v for k, v in asdict(self).items() if k not in hidden}
         shown["tags"] = list(self.tags)
         return {k: v for k, v in shown.items() if v not in (None, [], ())}
 
     def fingerprint(self) -> str:
         """A digest of the filters and sort (not limit/cursor): a cursor is only valid for the same query."""
         parts = asdict(self)
-        for key in ("limit", "cursor", "since", "until"):
+        for key in ("limit", "cursor", "since", "until", "raw"):
             parts.pop(key)
         return hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
@@ -194,21 +201,25 @@ class Position:
 
 def parse_search(pairs: Sequence[tuple[str, str]], settings: Settings, *, export: bool = False) -> SearchQuery:
     """Validate request parameters (name, value pairs, already decoded) into a `SearchQuery`."""
-    values = _collect(pairs, export=export)
-    text = _text(values.get("text"), settings.api_max_text_length)
+    values, sent = _collect(pairs, export=export)
+
+    def name(key: str) -> str:  # errors name the parameter as the client sent it (text or q, start or since...)
+        return sent.get(key) or _BY_KEY[key].names[0]
+
+    text = _text(name("text"), values.get("text"), settings.api_max_text_length)
     exact = _boolean("exact", values.get("exact"))
     words = () if text is None or exact else tuple(dict.fromkeys(text.split()))
     if len(words) > MAX_WORDS:
-        raise BadParameter("text", f"at most {MAX_WORDS} words are matched; shorten the search text")
-    since_us, since = _instant("since", values.get("since"), end=False)
-    until_us, until = _instant("until", values.get("until"), end=True)
+        raise BadParameter(name("text"), f"at most {MAX_WORDS} words are matched; shorten the search text")
+    since_us, since = _instant(name("since"), values.get("since"), end=False)
+    until_us, until = _instant(name("until"), values.get("until"), end=True)
     if since_us is not None and until_us is not None and until_us <= since_us:
-        raise BadParameter("until", f"the end ({until}) must be after the start ({since})")
+        raise BadParameter(name("until"), f"the end ({until}) must be after the start ({since})")
     return SearchQuery(
         text=text,
         words=words,
         exact=exact and text is not None,
-        author=_identifier("username", values.get("author")),
+        author=_identifier(name("author"), values.get("author")),
         since_us=since_us,
         until_us=until_us,
         since=since,
@@ -221,16 +232,18 @@ def parse_search(pairs: Sequence[tuple[str, str]], settings: Settings, *, export
         sort=_sort(values.get("sort")),
         limit=_limit(values.get("limit"), max_limit(settings, export=export)),
         cursor=_plain("cursor", values.get("cursor")),
+        raw=_boolean("raw", values.get("raw")),
     )
 
 
-def _collect(pairs: Sequence[tuple[str, str]], *, export: bool) -> dict[str, Any]:
-    """Group parameters by key (`Parameter.key`); reject unknown names, NUL bytes and repeats of single ones."""
+def _collect(pairs: Sequence[tuple[str, str]], *, export: bool) -> tuple[dict[str, Any], dict[str, str]]:
+    """Group parameters by key (`Parameter.key`), and say which name the client used for each key; reject unknown
+    names, NUL bytes and repeats of single ones."""
     values: dict[str, Any] = {}
     given: dict[str, str] = {}
     for name, value in pairs:
         known = _BY_NAME.get(name)
-        if known is None or (export and not known.export):
+        if known is None or not (known.export if export else known.search):
             allowed = ", ".join(n for p in accepted(export=export) for n in p.names)
             raise BadParameter(name[:64], f"unknown parameter; accepted: {allowed}")
         if "\x00" in value:
@@ -247,14 +260,14 @@ def _collect(pairs: Sequence[tuple[str, str]], *, export: bool) -> dict[str, Any
             raise BadParameter(name, f"given {what}; give it once")
         given[known.key] = name
         values[known.key] = value
-    return values
+    return values, given
 
 
-def _text(value: str | None, max_length: int) -> str | None:
+def _text(name: str, value: str | None, max_length: int) -> str | None:
     if value is None:
         return None
     if len(value) > max_length:
-        raise BadParameter("text", f"is {len(value)} characters long; the maximum is {max_length}")
+        raise BadParameter(name, f"is {len(value)} characters long; the maximum is {max_length}")
     stripped = " ".join(value.split())
     return stripped or None
 

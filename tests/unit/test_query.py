@@ -17,8 +17,9 @@ import pytest
 from firehose import schema, storage
 from firehose.config import Settings
 from firehose.database import Database, Watchdog
+from firehose.filters import Filters, re2_literal
 from firehose.params import BadParameter, CursorCodec, Position, openapi_parameters, parse_search
-from firehose.search import Filters, QueryTimeout, Searcher, re2_literal
+from firehose.search import QueryTimeout, Searcher
 
 DAY1, DAY2, DAY3 = "2024-05-01", "2024-05-02", "2024-05-03"
 _seq = itertools.count()
@@ -82,8 +83,10 @@ def bulk_posts(data_dir: Path, date: str, count: int, *, text: str = "filler pos
 
 
 def settings_for(data_dir: Path, **overrides: Any) -> Settings:
-    """Settings for tests: this data dir, no PLC directory unless given."""
-    values: dict[str, Any] = {"data_dir": data_dir, "plc_url": "", "api_cursor_secret": "test-secret"}
+    """Settings for tests: this data dir; no hot tier (no Redis) and no identity resolver on the network (PLC, DNS,
+    well-known) unless given: nothing leaves the machine."""
+    values: dict[str, Any] = {"data_dir": data_dir, "plc_url": "", "api_cursor_secret": "test-secret",
+                              "api_hot_tier": False, "dns_enabled": False, "wellknown_enabled": False}
     values.update(overrides)
     return Settings(**values)
 
@@ -148,9 +151,9 @@ def test_datetimes_with_offsets_are_utc() -> None:
 
 
 @pytest.mark.parametrize(("params", "name"), [
-    ({"start": "2024-13-01"}, "since"),
+    ({"start": "2024-13-01"}, "start"),
     ({"since": "yesterday"}, "since"),
-    ({"end": "2024-05-01", "start": "2024-05-03"}, "until"),
+    ({"end": "2024-05-01", "start": "2024-05-03"}, "end"),
     ({"until": "1960-01-01"}, "until"),
     ({"limit": "0"}, "limit"),
     ({"limit": "51"}, "limit"),

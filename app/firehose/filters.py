@@ -1,0 +1,92 @@
+"""Filters: what a search matches, and the one translation of it into SQL.
+
+`Filters` is a `SearchQuery` with handles resolved to DIDs and needles lower-cased. `where_clause` turns it into
+fixed SQL fragments and bound parameters; the same clause runs over the Parquet files and over the hot tier (an
+Arrow table of the posts still in the buffer), so both are matched by exactly the same rules. Every user value is
+a bound parameter.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from typing import Any
+
+from firehose.params import Position
+
+# Host of a URL (scheme://[userinfo@]host[:port]...). A constant: a regex passed as a parameter is slow.
+_HOST_RE_SQL = r"'^[A-Za-z][A-Za-z0-9+.-]*://(?:[^/?#@]*@)?([^/?#:]+)'"
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What the SQL filters on: a `SearchQuery` with handles resolved to DIDs and needles lower-cased."""
+
+    needles: tuple[str, ...] = ()
+    author_did: str | None = None
+    since_us: int | None = None
+    until_us: int | None = None
+    lang: str | None = None
+    mentions_did: str | None = None
+    domain: str | None = None
+    url: str | None = None
+    tags: tuple[str, ...] = ()
+    sort: str = "latest"
+
+
+_RE2_PUNCTUATION = frozenset(string.punctuation)
+
+
+def re2_literal(text: str) -> str:
+    """`text` as an RE2 pattern matching exactly itself (every ASCII punctuation escaped; %, _ and \\ too)."""
+    return "".join("\\" + ch if ch in _RE2_PUNCTUATION else ch for ch in text)
+
+
+def where_clause(filters: Filters, after: Position | None) -> tuple[str, list[Any]]:
+    """The WHERE clause (fixed SQL fragments) and its bound parameters for `filters` after `after`."""
+    conds: list[str] = []
+    params: list[Any] = []
+    for needle in filters.needles:
+        # RE2's case-insensitive match of an escaped literal: Unicode-aware like lower(), ~40% cheaper per row
+        # (it folds while it scans instead of building a lower-cased copy of every text)
+        conds.append("regexp_matches(text, ?)")
+        params.append("(?i)" + re2_literal(needle))
+    if filters.author_did is not None:
+        conds.append("did = ?")
+        params.append(filters.author_did)
+    if filters.since_us is not None:
+        conds.append("time_us >= ?")
+        params.append(filters.since_us)
+    if filters.until_us is not None:
+        conds.append("time_us < ?")
+        params.append(filters.until_us)
+    if filters.lang is not None:
+        conds.append("len(list_filter(langs, lambda x: lower(x) = ? OR starts_with(lower(x), ?))) > 0")
+        params += [filters.lang, filters.lang + "-"]
+    if filters.mentions_did is not None:
+        conds.append("list_contains(mentions, ?)")
+        params.append(filters.mentions_did)
+    if filters.domain is not None:
+        conds.append(
+            f"len(list_filter(list_transform(links, lambda l: lower(regexp_extract(l, {_HOST_RE_SQL}, 1))), "
+            "lambda h: h = ? OR ends_with(h, ?))) > 0"
+        )
+        params += [filters.domain, "." + filters.domain]
+    if filters.url is not None:
+        conds.append("len(list_filter(links, lambda l: starts_with(l, ?))) > 0")
+        params.append(filters.url)
+    for tag in filters.tags:
+        conds.append("len(list_filter(tags, lambda t: lower(t) = ?)) > 0")
+        params.append(tag)
+    if after is not None:
+        op = "<" if filters.sort == "latest" else ">"
+        conds.append(f"(time_us {op} ? OR (time_us = ? AND uri {op} ?))")
+        params += [after.time_us, after.time_us, after.uri]
+    return (" AND ".join(conds) or "TRUE"), params
+
+
+def order_by(sort: str) -> str:
+    """The ORDER BY of a sort: newest first for `latest`, oldest first for `oldest`; `uri` breaks ties."""
+    return "time_us DESC, uri DESC" if sort == "latest" else "time_us ASC, uri ASC"
+
+

@@ -1,0 +1,136 @@
+"""Search and export served from the hot tier and the archive together, with the hiding rules: over a real
+redis-server, Parquet written by the real flush, and (at the end) the API under a real Gunicorn."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pytest
+
+from firehose.buffer import Buffer
+from firehose.config import Settings
+from firehose.filters import Filters
+from firehose.flush import Flusher
+from firehose.hot import HotTier, post_uri
+from firehose.search import Searcher
+from tests.conftest import RedisServer, stop_process
+from tests.integration.test_api import start_gunicorn
+from tests.integration.test_hot_hiding import account, delete_post, like, post
+
+DID = "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa"
+OTHER = "did:plc:bbbbbbbbbbbbbbbbbbbbbbbb"
+
+
+def settings_for(redis_server: RedisServer, tmp_path: Path, keep_seconds: int = 0) -> Settings:
+    return Settings.from_env({"FIREHOSE_REDIS_URL": redis_server.url, "FIREHOSE_DATA_DIR": str(tmp_path / "data"),
+                              "FIREHOSE_FLUSH_TRIM_KEEP_SECONDS": str(keep_seconds),
+                              "FIREHOSE_API_HOT_REFRESH_SECONDS": "0", "FIREHOSE_PLC_URL": ""})
+
+
+def searcher_for(settings: Settings, redis_server: RedisServer) -> Searcher:
+    return Searcher(settings, hot=HotTier(redis_server.client, settings.stream_key, min_interval=0))
+
+
+def search_uris(searcher: Searcher, limit: int = 50, **filters: object) -> list[str]:
+    """Every URI a full walk over the pages returns, in order."""
+    uris: list[str] = []
+    after = None
+    while True:
+        page = searcher.search(Filters(**filters), limit, after, cap=10_000)  # type: ignore[arg-type]
+        uris += [r["uri"] for r in page.rows]
+        if page.next_position is None:
+            return uris
+        assert len(page.rows) == limit, "a page before the last one is short"
+        after = page.next_position
+
+
+def export_uris(searcher: Searcher, max_rows: int = 10_000, **filters: object) -> list[str]:
+    return [u for batch in searcher.export(Filters(**filters), max_rows)  # type: ignore[arg-type]
+            for u in batch.column("uri").to_pylist()]
+
+
+def test_a_post_is_served_before_the_flush_and_once_after(redis_server: RedisServer, tmp_path: Path) -> None:
+    settings = settings_for(redis_server, tmp_path, keep_seconds=3600)  # flushed entries stay in the stream
+    buffer = Buffer.connect(settings)
+    searcher = searcher_for(settings, redis_server)
+    assert search_uris(searcher, needles=("coffee",)) == []
+    buffer.append([post(DID, "1", "morning coffee"), like(), post(DID, "2", "tea")], 1)
+    assert search_uris(searcher, needles=("coffee",)) == [post_uri(DID, "1")]  # nothing flushed yet
+    assert export_uris(searcher, needles=("coffee",)) == [post_uri(DID, "1")]
+    Flusher(settings, buffer).run_once()  # now in Parquet and still in the stream
+    assert Buffer.connect(settings).length() > 0
+    assert search_uris(searcher, needles=("coffee",)) == [post_uri(DID, "1")]
+    assert export_uris(searcher, needles=("coffee",)) == [post_uri(DID, "1")]
+    assert search_uris(searcher) == [post_uri(DID, "2"), post_uri(DID, "1")]
+
+
+def test_hot_and_archived_posts_interleave_in_sort_order(redis_server: RedisServer, tmp_path: Path) -> None:
+    settings = settings_for(redis_server, tmp_path)
+    buffer = Buffer.connect(settings)
+    searcher = searcher_for(settings, redis_server)
+    base = 1_779_719_000_000_000
+    buffer.append([post(DID, f"a{i:03d}", f"word {i}", base + 10 * i) for i in range(0, 100, 2)], 1)
+    Flusher(settings, buffer).run_once()  # the even ones are archived (and trimmed)
+    buffer.append([post(DID, f"a{i:03d}", f"word {i}", base + 10 * i) for i in range(1, 100, 2)], 1)
+    newest_first = [post_uri(DID, f"a{i:03d}") for i in reversed(range(100))]
+    for limit in (7, 50, 100):
+        assert search_uris(searcher, limit, needles=("word",)) == newest_first
+        assert search_uris(searcher, limit, needles=("word",), sort="oldest") == newest_first[::-1]
+    assert export_uris(searcher, needles=("word",)) == newest_first
+    assert export_uris(searcher, needles=("word",), sort="oldest") == newest_first[::-1]
+    assert export_uris(searcher, 33, needles=("word",)) == newest_first[:33]
+
+
+def test_deleted_posts_are_never_served_and_pages_stay_full(redis_server: RedisServer, tmp_path: Path) -> None:
+    settings = settings_for(redis_server, tmp_path)
+    buffer = Buffer.connect(settings)
+    searcher = searcher_for(settings, redis_server)
+    base = 1_779_719_000_000_000
+    buffer.append([post(DID, f"p{i:03d}", f"cat {i}", base + i) for i in range(120)], 1)
+    buffer.append([delete_post(DID, f"p{i:03d}") for i in range(0, 60, 2)], 1)  # archived deletions
+    Flusher(settings, buffer).run_once()
+    buffer.append([delete_post(DID, f"p{i:03d}") for i in range(60, 120, 2)], 1)  # deletions in the buffer only
+    expected = [post_uri(DID, f"p{i:03d}") for i in reversed(range(1, 120, 2))]
+    for limit in (1, 10, 50):
+        assert search_uris(searcher, limit, needles=("cat",)) == expected
+    assert export_uris(searcher, needles=("cat",)) == expected
+    assert export_uris(searcher, 7, needles=("cat",)) == expected[:7]
+    Flusher(settings, buffer).run_once()  # the rest of the deletions archived too
+    assert search_uris(searcher, 10, needles=("cat",)) == expected
+
+
+def test_inactive_accounts_are_hidden_until_reactivated(redis_server: RedisServer, tmp_path: Path) -> None:
+    settings = settings_for(redis_server, tmp_path)
+    buffer = Buffer.connect(settings)
+    searcher = searcher_for(settings, redis_server)
+    buffer.append([post(DID, "1", "hello"), post(OTHER, "2", "hello")], 1)
+    Flusher(settings, buffer).run_once()
+    buffer.append([account(DID, False, "suspended")], 1)
+    assert search_uris(searcher, needles=("hello",)) == [post_uri(OTHER, "2")]
+    assert search_uris(searcher, author_did=DID) == []
+    assert export_uris(searcher, needles=("hello",)) == [post_uri(OTHER, "2")]
+    Flusher(settings, buffer).run_once()
+    assert search_uris(searcher, needles=("hello",)) == [post_uri(OTHER, "2")]
+    buffer.append([account(DID, True)], 1)
+    assert sorted(search_uris(searcher, needles=("hello",))) == [post_uri(DID, "1"), post_uri(OTHER, "2")]
+
+
+@pytest.mark.slow
+def test_the_api_serves_the_hot_tier_and_hides_deletions(redis_server: RedisServer, tmp_path: Path) -> None:
+    settings = settings_for(redis_server, tmp_path)
+    buffer = Buffer.connect(settings)
+    buffer.append([post(DID, "1", "=HYPERLINK(\"http://evil.example\") fresh"), post(DID, "2", "fresh gone")], 1)
+    buffer.append([delete_post(DID, "2")], 1)
+    (tmp_path / "data").mkdir()
+    server = start_gunicorn(tmp_path, tmp_path / "data", redis_server.url, FIREHOSE_API_HOT_REFRESH_SECONDS="0")
+    try:
+        status, body = server.json("/search", text="fresh")
+        assert status == 200, body
+        assert [r["uri"] for r in body["results"]] == [post_uri(DID, "1")]  # before any flush
+        status, _, raw = server.get("/export", text="fresh")
+        rows = list(csv.DictReader(io.StringIO(raw.decode())))
+        assert status == 200 and [r["uri"] for r in rows] == [post_uri(DID, "1")]
+    finally:
+        stop_process(server.proc)
