@@ -85,8 +85,9 @@ test-under-load: deps venv ## make test LOAD_RUNS times (3) while stress-ng keep
 	done; \
 	echo "== make test under load:$$summaries"; exit $$status
 
-lint-python: venv ## ruff
+lint-python: venv ## ruff (app, tests), mypy (app; mypy.ini)
 	$(BIN)/ruff check app tests
+	$(BIN)/mypy
 
 lint: lint-python lint-appliance ## everything: ruff, ansible-lint, yamllint, packer validate, promtool
 

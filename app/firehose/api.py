@@ -74,6 +74,7 @@ class Metrics:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
             return generate_latest(registry)
+        assert self.registry is not None  # set whenever not in multiprocess mode
         return generate_latest(self.registry)
 
 

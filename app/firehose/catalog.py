@@ -105,12 +105,12 @@ class Catalog:
         """Row groups of one `posts` partition with their time ranges from the Parquet statistics (each file's
         footer is read once and cached; a file whose footer cannot be read is skipped with a warning)."""
         paths: list[tuple[str, int, int]] = []
-        for path in storage.partition_files(self.data_dir, "posts", date):
+        for file in storage.partition_files(self.data_dir, "posts", date):
             try:
-                st = path.stat()
+                st = file.stat()
             except FileNotFoundError:
                 continue  # replaced by compaction meanwhile
-            paths.append((str(path), st.st_mtime_ns, st.st_size))
+            paths.append((str(file), st.st_mtime_ns, st.st_size))
         with self._groups_lock:
             missing = [p[0] for p in paths if self._row_groups.get(p[0], ((0, 0),))[0] != p[1:]]
         if missing:

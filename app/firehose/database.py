@@ -52,7 +52,7 @@ class Database:
     each thread gets its own cursor per purpose (a DuckDB connection must not run two statements at once)."""
 
     def __init__(self, threads: int, memory_limit: str) -> None:
-        self._config = {"threads": threads, "memory_limit": memory_limit}
+        self._config: dict[str, str | int] = {"threads": threads, "memory_limit": memory_limit}
         self._lock = threading.Lock()
         self._con: duckdb.DuckDBPyConnection | None = None
         self._pid = 0

@@ -70,7 +70,7 @@ def parse_spec(spec: str) -> tuple[Failpoint | None, int]:
     if not name:
         return None, 1
     try:
-        point = Failpoint(name)
+        point = Failpoint(name)  # type: ignore[call-arg]  # lookup by value (the enum's __new__ builds members)
     except ValueError:
         raise ValueError(f"unknown failpoint {name!r}; valid names: {valid_names()}") from None
     if not nth:

@@ -103,9 +103,9 @@ class IdentityResolver:
         futures = {did: self._submit(DID_TO_HANDLE, did, deadline) for did in rest}
         _wait_until(futures.values(), deadline)
         for did, future in futures.items():
-            handle = _value(future)
-            if handle:
-                result[did] = handle
+            verified = _value(future)
+            if verified:
+                result[did] = verified
         return result
 
     def did_for(self, value: str, deadline: float) -> str | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 import pyarrow as pa
@@ -138,7 +138,8 @@ def route(event: Any, raw: bytes | str) -> tuple[str, Row]:
 
 def records_row(event: dict[str, Any], raw: bytes | str) -> Row:
     """The `records` row for an event: envelope columns where present, and the raw JSON."""
-    commit = event.get("commit") if isinstance(event.get("commit"), dict) else {}
+    found = event.get("commit")
+    commit: dict[str, Any] = found if isinstance(found, dict) else {}
     time_us = event.get("time_us")
     return {
         "did": _opt_str(event.get("did")),
@@ -254,7 +255,8 @@ def _embed_features(embed: dict[str, Any] | None) -> tuple[str | None, str | Non
         return etype, external["uri"]
     record = embed.get("record")
     if isinstance(record, dict):
-        inner = record.get("record") if isinstance(record.get("record"), dict) else record
+        nested = record.get("record")
+        inner: dict[str, Any] = nested if isinstance(nested, dict) else record
         if isinstance(inner.get("uri"), str):
             return etype, inner["uri"]
     media = embed.get("media")
@@ -437,13 +439,13 @@ def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def _is_strong_ref(value: Any) -> bool:
+def _is_strong_ref(value: Any) -> TypeGuard[dict[str, Any]]:
     return (isinstance(value, dict) and set(value) <= {"uri", "cid", "$type"} and isinstance(value.get("uri"), str)
             and isinstance(value.get("cid"), str) and value.get("$type", "com.atproto.repo.strongRef")
             == "com.atproto.repo.strongRef")
 
 
-def _is_str_list(value: Any) -> bool:
+def _is_str_list(value: Any) -> TypeGuard[list[str]]:
     return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 

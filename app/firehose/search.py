@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -299,7 +299,7 @@ class Searcher:
         return self._stream(cur, first, batches, dogs)
 
     def _stream(self, cur: duckdb.DuckDBPyConnection, first: pa.RecordBatch | None,
-                batches: Iterator[pa.RecordBatch], dogs: list[Watchdog]) -> Iterator[pa.RecordBatch]:
+                batches: Generator[pa.RecordBatch, None, None], dogs: list[Watchdog]) -> Iterator[pa.RecordBatch]:
         dogs[0] = Watchdog(cur, self.settings.api_export_timeout)  # armed only once the stream really starts
         try:
             if first is None:
@@ -315,7 +315,7 @@ class Searcher:
             batches.close()
 
     def _export_batches(self, cur: duckdb.DuckDBPyConnection, view: View, filters: Filters, max_rows: int,
-                        dogs: list[Watchdog]) -> Iterator[pa.RecordBatch]:
+                        dogs: list[Watchdog]) -> Generator[pa.RecordBatch, None, None]:
         """Batches in sort order: the archive window by window, merged with the hot tier's matches; hidden rows
         dropped. `dogs[0]` is the watchdog currently in charge (checked between statements, where an interrupt
         would be lost)."""

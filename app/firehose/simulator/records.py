@@ -87,7 +87,8 @@ class RecordMaker:
             "fyi.unravel.frontpage.vote": self._frontpage_vote, "sh.tangled.feed.star": self._tangled_star,
             "app.bsky.actor.status": self._status,
         }
-        return [by_collection.get(kind.collection) if kind.kind == "commit" else None for kind in MIX]
+        return [by_collection.get(kind.collection) if kind.kind == "commit" and kind.collection else None
+                for kind in MIX]
 
     def _rkey(self, created: int, header: bytes) -> str:
         return tid(created, header[61] & 31)
