@@ -236,8 +236,8 @@ def trusted_figures(target: DayTarget, spec: SimSpec, generator: Any, freshness:
     fresh = freshness_figures(freshness, target.samples())
     lag = fresh["lag_s"] or {"p50": float("nan"), "p95": float("nan")}
     say(f"trusted search: {hidden['served_hidden']} hidden posts served of {hidden['rows_checked']:,} rows checked "
-        f"({hidden['deleted_posts_in_truth']:,} deleted posts and {hidden['inactive_accounts_in_truth']:,} inactive "
-        f"accounts in the ground truth); freshness lag p50 {lag['p50']:.2f} s, p95 {lag['p95']:.2f} s "
+        f"({hidden['archived_posts_deleted']:,} archived posts deleted, {hidden['archived_posts_by_inactive']:,} by "
+        f"inactive accounts, in the ground truth); freshness lag p50 {lag['p50']:.2f} s, p95 {lag['p95']:.2f} s "
         f"({fresh['polls']} polls while ingesting)")
     return {"hidden": hidden, "freshness": fresh}
 

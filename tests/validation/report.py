@@ -158,7 +158,9 @@ def _trusted_section(trusted: dict[str, Any]) -> list[str]:
     return ["", "## Trusted search", "",
             "| what | target | measured | |", "|---|---|---|---|",
             f"| deleted or inactive posts served (generator's ground truth: {hidden['deleted_posts_in_truth']:,} "
-            f"deleted posts, {hidden['inactive_accounts_in_truth']:,} inactive accounts; "
+            f"deleted posts, {hidden['archived_posts_deleted']:,} of them made in the run and archived; "
+            f"{hidden['inactive_accounts_in_truth']:,} inactive accounts with {hidden['archived_posts_by_inactive']:,} "
+            "archived posts; "
             f"{hidden['rows_checked']:,} served rows checked, {hidden['rows_exported']:,} of them one full export) "
             f"| 0 | {hidden['served_hidden']} (deleted {hidden['served_deleted']}, inactive "
             f"{hidden['served_inactive']}) | {ok} |",

@@ -38,6 +38,8 @@ class Truth:
 
     deleted_uris: set[str] = field(default_factory=set)
     inactive_dids: set[str] = field(default_factory=set)
+    created_and_deleted: int = 0  # posts of the run that a delete event names: they are in Parquet, to be hidden
+    created_by_inactive: int = 0  # posts of the run by accounts inactive at its end
 
     def hides(self, uri: str, did: str) -> bool:
         return uri in self.deleted_uris or did in self.inactive_dids
@@ -47,6 +49,7 @@ def hidden_truth(generator: EventGenerator, events: int) -> Truth:
     """Deleted post URIs and inactive accounts (latest account event per DID) among events [0, events)."""
     truth = Truth()
     latest: dict[str, tuple[int, bool]] = {}
+    created: list[tuple[str, str]] = []
     for g in generator.iter_generated(0, events):
         if g.kind == "account":
             event = orjson.loads(g.json)
@@ -55,9 +58,14 @@ def hidden_truth(generator: EventGenerator, events: int) -> Truth:
                 latest[g.did] = (g.time_us, bool(event["account"]["active"]))
         elif g.kind == "commit" and g.collection == POST:
             event = orjson.loads(g.json)
+            uri = f"at://{g.did}/{POST}/{event['commit']['rkey']}"
             if event["commit"]["operation"] == "delete":
-                truth.deleted_uris.add(f"at://{g.did}/{POST}/{event['commit']['rkey']}")
+                truth.deleted_uris.add(uri)
+            elif event["commit"]["operation"] == "create":
+                created.append((uri, g.did))
     truth.inactive_dids = {did for did, (_, active) in latest.items() if not active}
+    truth.created_and_deleted = sum(uri in truth.deleted_uris for uri, _ in created)
+    truth.created_by_inactive = sum(did in truth.inactive_dids for _, did in created)
     return truth
 
 
@@ -84,7 +92,9 @@ def served_hidden(base_url: str, searches: list[dict[str, str]], export_params: 
         inactive += row["did"] in truth.inactive_dids
     return {"rows_checked": checked + exported, "rows_exported": exported, "served_deleted": deleted,
             "served_inactive": inactive, "served_hidden": deleted + inactive,
-            "deleted_posts_in_truth": len(truth.deleted_uris), "inactive_accounts_in_truth": len(truth.inactive_dids)}
+            "deleted_posts_in_truth": len(truth.deleted_uris), "inactive_accounts_in_truth": len(truth.inactive_dids),
+            "archived_posts_deleted": truth.created_and_deleted,
+            "archived_posts_by_inactive": truth.created_by_inactive}
 
 
 class FreshnessProbe:
