@@ -89,14 +89,21 @@ class View:
     hot: HotSnapshot
     rules: HiddenSet
 
-    def keep(self, rows: list[tuple[Any, ...]], *, hot: bool) -> list[tuple[Any, ...]]:
-        """The rows (time_us, uri, did, hash(uri), ...) that may be served: not hidden, and for Parquet rows not
-        served from the hot tier instead."""
+    def keep(self, cur: duckdb.DuckDBPyConnection, rows: list[tuple[Any, ...]], *, hot: bool
+             ) -> list[tuple[Any, ...]]:
+        """The rows (time_us, uri, ...) that may be served: not hidden, and for Parquet rows not served from the hot
+        tier instead. The author is read from the URI (at://<did>/...) and `hash(uri)` computed only for these few
+        rows: selecting `did` and the hash in the scan itself made a common-word search ~1.4x slower."""
         if not rows:
             return rows
-        mask = self.rules.keep_mask([r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows])
-        uris = self.hot.uris
-        return [r for r, ok in zip(rows, mask, strict=True) if ok and (hot or r[1] not in uris)]
+        uris = [r[1] for r in rows]
+        hashes: list[int] = []
+        if self.rules.deleted_hashes.size:
+            row = cur.execute("SELECT list_transform(?::VARCHAR[], lambda u: hash(u))", [uris]).fetchone()
+            hashes = row[0] if row else []
+        mask = self.rules.keep_mask(uris, [_author(u) for u in uris], hashes or [0] * len(uris))
+        served_hot = self.hot.uris
+        return [r for r, ok in zip(rows, mask, strict=True) if ok and (hot or r[1] not in served_hot)]
 
     def keep_batch(self, batch: pa.RecordBatch, *, hot: bool) -> pa.RecordBatch:
         """`batch` (an export batch with uri, did and uri_hash) without the rows `keep` would drop."""
@@ -105,6 +112,11 @@ class View:
         if not hot and self.hot.uris:
             mask = [ok and u not in self.hot.uris for u, ok in zip(uris, mask, strict=True)]
         return batch if all(mask) else batch.filter(pa.array(mask, pa.bool_()))
+
+
+def _author(uri: str) -> str:
+    """The DID of a post from its at:// URI (at://<did>/app.bsky.feed.post/<rkey>)."""
+    return uri[5:].split("/", 1)[0]
 
 
 def _merged(first: list[Key], second: list[Key], sort: str) -> list[Key]:
@@ -221,9 +233,9 @@ class Searcher:
         if not view.hot.post_count:
             return []
         where, params = where_clause(filters, after)
-        found = cur.execute(f"SELECT time_us, uri, did, hash(uri) FROM {HOT_VIEW} WHERE {where} "
+        found = cur.execute(f"SELECT time_us, uri FROM {HOT_VIEW} WHERE {where} "
                             f"ORDER BY {order_by(filters.sort)}", params).fetchall()
-        return [(r[0], r[1], None) for r in view.keep(found, hot=True)]
+        return [(r[0], r[1], None) for r in view.keep(cur, found, hot=True)]
 
     def _parquet_keys(self, cur: duckdb.DuckDBPyConnection, view: View, filters: Filters, after: Position | None,
                       *, need: int, dog: Watchdog) -> list[Key]:
@@ -236,10 +248,10 @@ class Searcher:
                 where, params = where_clause(filters, position)
                 n = need - len(keys)
                 found = cur.execute(
-                    "SELECT time_us, uri, did, hash(uri) FROM read_parquet(?, hive_partitioning = false) "
+                    "SELECT time_us, uri FROM read_parquet(?, hive_partitioning = false) "
                     f"WHERE time_us >= ? AND time_us < ? AND {where} ORDER BY {order_by(filters.sort)} LIMIT ?",
                     [files, low, high, *params, n]).fetchall()
-                keys += [(r[0], r[1], tuple(files)) for r in view.keep(found, hot=False)]
+                keys += [(r[0], r[1], tuple(files)) for r in view.keep(cur, found, hot=False)]
                 if len(keys) >= need:
                     return keys[:need]
                 if dog.fired:  # the timer went off between two statements

@@ -21,7 +21,11 @@ HOT_VIEW = "hot_posts"
 
 @contextlib.contextmanager
 def hot_view(cur: duckdb.DuckDBPyConnection, snapshot: HotSnapshot) -> Iterator[None]:
-    """`HOT_VIEW` on `cur` shows `snapshot`'s posts until the block ends."""
+    """`HOT_VIEW` on `cur` shows `snapshot`'s posts until the block ends (nothing to register when it has none:
+    the view is then never read)."""
+    if not snapshot.post_count:
+        yield
+        return
     cur.register(HOT_VIEW, snapshot.posts)
     try:
         yield

@@ -6,7 +6,7 @@ through PYTHONPATH) answer the same queries in alternating rounds, each under Gu
 settings and a real redis-server (this checkout's API reads its hot tier from it). Prints p50 per query and
 version, and the ratio. A measurement, not a test.
 
-Usage: python tests/bench/compare_search.py [--base REV] [--events N] [--reps N] [--rounds N]
+Usage: python tests/bench/compare_search.py [--base REV] [--events N] [--reps N] [--rounds N] [--data DIR]
 """
 
 from __future__ import annotations
@@ -76,6 +76,8 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=2_000_000, help="events in the generated day")
     parser.add_argument("--reps", type=int, default=20, help="timed requests per query per round")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per version")
+    parser.add_argument("--data", type=Path, help="a data directory to read instead of writing a new day "
+                        "(e.g. one kept from an earlier run: it is left in place)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="firehose-compare-"))
     base_tree = work / "base"
@@ -83,13 +85,15 @@ def main() -> int:
                    check=True)
     redis = start_redis(work / "redis")
     try:
-        write_day(work / "day", args.events)
-        print(f"one day: {args.events:,} events; base {args.base}, head this checkout; {args.rounds} rounds x "
+        data = args.data or work / "day"
+        if args.data is None:
+            write_day(data, args.events)
+        print(f"data {data}; base {args.base}, head this checkout; {args.rounds} rounds x "
               f"{args.reps} requests per query")
         samples: dict[str, dict[str, list[float]]] = {"base": {}, "head": {}}
         for _ in range(args.rounds):
             for version, app_dir in (("base", base_tree / "app"), ("head", REPO / "app")):
-                proc, url = serve(app_dir, work / "day", redis.url)
+                proc, url = serve(app_dir, data, redis.url)
                 try:
                     for name, values in timings(url, args.reps).items():
                         samples[version].setdefault(name, []).extend(values)
