@@ -33,6 +33,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from firehose.config import ConfigError, Settings
 from firehose.hot import HotTier
 from firehose.identity import IdentityResolver
+from firehose.limits import Client, Lease, Limiter, Refused, client_of
 from firehose.params import BadParameter, CursorCodec, openapi_parameters, parse_search
 from firehose.search import EXPORT_COLUMNS, QueryTimeout, Searcher
 
@@ -140,6 +141,7 @@ class Api:
         secret = settings.api_cursor_secret.encode() if settings.api_cursor_secret else secrets.token_bytes(32)
         self.cursors = CursorCodec(secret)
         self.metrics = Metrics()
+        self.limits = Limiter(settings, self.redis)
 
     # --- plumbing
 
@@ -159,13 +161,25 @@ class Api:
         """The error shape every failure uses."""
         return self.json({"error": {"parameter": parameter, "message": message}}, status)
 
+    def refusal(self, exc: Refused) -> bottle.HTTPResponse:
+        """The answer to a request the limits turn away (429 with Retry-After, 401, 403)."""
+        resp = self.error(exc.status, None, exc.message)
+        if exc.retry_after is not None:
+            resp.set_header("Retry-After", str(exc.retry_after))
+        return resp
+
     def endpoint(self, name: str, handler: Callable[[], bottle.HTTPResponse]) -> Callable[[], bottle.HTTPResponse]:
-        """Wrap `handler`: error mapping (400/504/500 JSON) and request metrics."""
+        """Wrap `handler`: the client's rate limit, error mapping (400/429/504/500 JSON) and request metrics."""
 
         def wrapped() -> bottle.HTTPResponse:
             started = time.perf_counter()
             try:
+                client = client_of(bottle.request.environ, self.settings)
+                bottle.request.environ["firehose.client"] = client
+                self.limits.admit(client)
                 resp = handler()
+            except Refused as exc:
+                resp = self.refusal(exc)
             except BadParameter as exc:
                 resp = self.error(400, exc.parameter, exc.message)
             except QueryTimeout as exc:
@@ -229,22 +243,29 @@ class Api:
     def export(self) -> bottle.HTTPResponse:
         """GET /export: CSV streamed in record batches; the first batch is read before the response starts."""
         query = parse_search(query_pairs(bottle.request.environ), self.settings, export=True)
-        filters, _ = self.searcher.filters(query, self.did_for)
-        batches: Iterator[pa.RecordBatch] = iter(())
-        if filters is not None:
-            batches = self.searcher.export(filters, query.limit)
+        client: Client = bottle.request.environ["firehose.client"]
+        lease = self.limits.export_slot(client)
+        try:
+            filters, _ = self.searcher.filters(query, self.did_for)
+            batches: Iterator[pa.RecordBatch] = iter(())
+            if filters is not None:
+                batches = self.searcher.export(filters, query.limit)
+        except BaseException:
+            self.limits.release(lease)
+            raise
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
         headers = self.headers("text/csv; charset=utf-8")
         headers["Content-Disposition"] = f'attachment; filename="bluesky-posts-{stamp}.csv"'
-        return bottle.HTTPResponse(self._csv(batches, raw=query.raw), 200, headers)
+        return bottle.HTTPResponse(self._csv(batches, raw=query.raw, lease=lease), 200, headers)
 
     def did_for(self, value: str) -> str | None:
         """The DID of a handle (or DID) typed into a filter, resolved within FILTER_WAIT_SECONDS."""
         return self.book.did_for(value, time.monotonic() + min(FILTER_WAIT_SECONDS, self.settings.api_query_timeout))
 
-    def _csv(self, batches: Iterator[pa.RecordBatch], *, raw: bool) -> Iterator[bytes]:
+    def _csv(self, batches: Iterator[pa.RecordBatch], *, raw: bool, lease: Lease | None) -> Iterator[bytes]:
         """CSV bytes: a header row, then each batch written by pyarrow (quoted where needed); unless `raw`, cells
-        that a spreadsheet would run as a formula are neutralised (`neutralise`)."""
+        that a spreadsheet would run as a formula are neutralised (`neutralise`). The export slot `lease` is given
+        back when the stream ends (Bottle starts the generator at once, so the `finally` always runs)."""
         yield (",".join(EXPORT_COLUMNS) + "\n").encode()
         options = pacsv.WriteOptions(include_header=False, quoting_style="needed")
         try:
@@ -265,6 +286,7 @@ class Api:
             log.exception("export stream failed after the response started; the CSV is truncated")
             self.metrics.query_errors.labels("/export", "internal").inc()
         finally:
+            self.limits.release(lease)
             close = getattr(batches, "close", None)
             if close:
                 close()
@@ -436,7 +458,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 "parameters": openapi_parameters(settings, export=False),
                 "responses": {"200": {"description": "A page of results", "content": {JSON_TYPE: {"schema": {
                     "$ref": "#/components/schemas/SearchResponse"}}}},
-                    "400": error, "404": error, "500": error, "504": error},
+                    "400": error, "401": error, "404": error, "429": error, "500": error, "504": error},
             }},
             "/export": {"get": {
                 "summary": "The same search as CSV (header row, then one row per post)",
@@ -444,7 +466,8 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 "responses": {"200": {"description": "CSV attachment (Content-Disposition: attachment; "
                                       "filename=\"bluesky-posts-<UTC time>.csv\"); lists are JSON arrays",
                                       "content": {"text/csv": {"schema": {"type": "string"}}}},
-                              "400": error, "500": error, "504": error},
+                              "400": error, "401": error, "403": error, "429": error, "500": error,
+                              "504": error},
             }},
             "/health": {"get": {"summary": "Redis reachable, data directory present, newest event fresh", "responses": {
                 "200": {"description": "All checks pass", "content": {JSON_TYPE: {"schema": {
@@ -462,8 +485,10 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 "400": error}}},
         },
         "components": {
-            "responses": {"Error": {"description": "Invalid input (400), unknown path (404), method (405), query "
-                                    "past its time budget (504) or internal error (500)",
+            "responses": {"Error": {"description": "Invalid input (400), unknown API key (401), export without "
+                                    "a key where one is required (403), unknown path (404), method (405), over the "
+                                    "rate or export limit (429, with Retry-After), query past its time budget (504) "
+                                    "or internal error (500)",
                                     "content": {JSON_TYPE: {"schema": {"$ref": "#/components/schemas/Error"}}}}},
             "schemas": {
                 "Error": {"type": "object", "required": ["error"], "properties": {"error": {
