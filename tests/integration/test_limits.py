@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import csv
 import io
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,12 +26,7 @@ API_KEY = "test-key-0123456789"
 
 def fetch(server: Server, target: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
     """GET with extra headers on a fresh connection (so Gunicorn spreads the requests over its workers)."""
-    request = urllib.request.Request(server.base + target, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=60) as resp:
-            return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
+    return server.raw(target, headers=headers)
 
 
 def via_proxy(client: str, **extra: str) -> dict[str, str]:
