@@ -11,7 +11,7 @@ echo "cleanup: SSH host keys (ssh-hostkeys.service makes new ones before sshd st
 rm -f /etc/ssh/ssh_host_*
 
 echo "cleanup: Caddy's local CA, ACME account and certificates (each server gets its own)"
-rm -rf /var/lib/caddy/.local/share/caddy /var/lib/caddy/.config/caddy
+rm -rf /var/lib/caddy/.local/share/caddy /var/lib/caddy/.config/caddy /root/.local/share/caddy /run/caddy-validate
 
 if command -v cloud-init >/dev/null 2>&1; then
   echo "cleanup: cloud-init state (it runs again at first boot)"

@@ -6,12 +6,10 @@ Without a running host the tests fail (they never skip): the point of `make imag
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import shlex
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
@@ -26,6 +24,8 @@ from typing import Any
 import pytest
 import testinfra
 import yaml
+
+from tests.host.https import CADDY_ROOT_CA, HostHttps
 
 REPO = Path(__file__).resolve().parents[2]
 INVENTORY = Path(os.environ.get("TESTHOST_INVENTORY", REPO / "var" / "test-host" / "inventory"))
@@ -173,21 +173,6 @@ def redis_cli(host, redis_admin_url) -> Callable[..., str]:
 
 # --- the API through the reverse proxy (HTTPS with Caddy's local CA, SNI = proxy_domain) ---------------------------
 
-CADDY_ROOT_CA = "/var/lib/caddy/.local/share/caddy/pki/authorities/local/root.crt"
-
-
-class _HostHttps(http.client.HTTPSConnection):
-    """HTTPS to `ip` while Host and SNI name `domain` (the test host has no DNS name)."""
-
-    def __init__(self, ip: str, domain: str, context: ssl.SSLContext, timeout: float) -> None:
-        super().__init__(domain, 443, context=context, timeout=timeout)
-        self._ip = ip
-
-    def connect(self) -> None:
-        sock = socket.create_connection((self._ip, self.port), self.timeout)
-        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
-
-
 class Proxy:
     """The public face of the API: https://<proxy_domain>/ at the host's address, trusting Caddy's local CA."""
 
@@ -198,7 +183,7 @@ class Proxy:
     def get(self, target: str, headers: dict[str, str] | None = None, keyed: bool = True,
             timeout: float = 30.0) -> tuple[int, dict[str, str], bytes]:
         """GET `target`; with the API key unless `keyed` is false (anonymous: the per-address limits apply)."""
-        conn = _HostHttps(self.ip, self.domain, self.context, timeout)
+        conn = HostHttps(self.ip, self.domain, self.context, timeout)
         sent = dict(headers or {})
         if keyed and self.api_key:
             sent["X-API-Key"] = self.api_key

@@ -477,7 +477,8 @@ scan_image() {
   hits=$(find "$ROOT/etc/ssh" -name 'ssh_host_*' 2>/dev/null | head -5)
   [ -z "$hits" ] || problems+=("SSH host keys: ${hits//$'\n'/, }")
   [ ! -s "$ROOT/etc/machine-id" ] || problems+=("a machine-id: $(cat "$ROOT/etc/machine-id")")
-  [ ! -e "$ROOT/var/lib/caddy/.local/share/caddy" ] || problems+=("Caddy's CA and certificates")
+  hits=$(find "$ROOT/var/lib/caddy" "$ROOT/root" -path '*/caddy/pki' 2>/dev/null | head -5)
+  [ -z "$hits" ] || problems+=("a Caddy CA: ${hits//$'\n'/, }")
   if [ ${#problems[@]} != 0 ]; then
     printf '[testhost]   image: %s\n' "${problems[@]}" >&2
     return 1
