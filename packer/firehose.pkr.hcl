@@ -135,7 +135,7 @@ build {
     use_proxy = false
     extra_arguments = concat(
       ["--extra-vars", "@${local.repo_root}/${var.ansible_extra_vars_files[source.name]}",
-      "--extra-vars", "firehose_bake=true"],
+      "--extra-vars", "{\"firehose_bake\": true}"],
       var.ansible_extra_arguments,
     )
     ansible_env_vars = [
