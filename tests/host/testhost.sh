@@ -487,7 +487,10 @@ scan_image() {
 }
 
 cmd_image_check() {
-  cmd_status >/dev/null || die "the test host is not up"
+  # (Not over SSH: sshd reads the host keys for every connection, and the cleanup removed them.)
+  local pid
+  pid=$(state_get nspawn.pid)
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || die "the test host is not running"
   local loopdev rc=0
   loopdev=$(state_get volume.loop)
   log "image-check: power off, scan the root filesystem, boot again"
