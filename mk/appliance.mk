@@ -1,7 +1,7 @@
 # Appliance targets: Ansible, Packer, monitoring assets. Included by the main Makefile, which defines
 # VENV (the virtualenv), BIN ($(VENV)/bin) and the `venv` target (the app plus requirements-dev.txt: ansible, ...).
 #
-#   make lint-appliance    lint-ansible + lint-packer + lint-monitoring
+#   make lint-appliance    lint-ansible + lint-packer + lint-monitoring + lint-proxy
 #   make role-docs         roles/*/README.md from the argument specs (lint-ansible checks they are current)
 #   make image             bake a Hetzner snapshot (needs HCLOUD_TOKEN)
 #   make deploy            run playbooks/site.yml against inventory/production
@@ -15,9 +15,9 @@ MONITORING_DIR  := roles/monitoring/files/prometheus
 # Packer must find ansible-playbook (validate checks it; build runs it) and must not phone home.
 PACKER_ENV      := PATH="$(abspath $(BIN)):$$PATH" CHECKPOINT_DISABLE=1 PACKER_NO_COLOR=1
 
-.PHONY: lint-appliance lint-ansible lint-packer lint-monitoring role-docs image deploy deploy-check
+.PHONY: lint-appliance lint-ansible lint-packer lint-monitoring lint-proxy role-docs image deploy deploy-check
 
-lint-appliance: lint-ansible lint-packer lint-monitoring ## ansible-lint, yamllint, packer validate, promtool
+lint-appliance: lint-ansible lint-packer lint-monitoring lint-proxy ## ansible-lint, yamllint, packer validate, promtool, caddy validate
 
 lint-ansible: venv ## yamllint, ansible-lint (production profile), playbook syntax, role READMEs current
 	$(BIN)/yamllint --strict .
@@ -43,6 +43,17 @@ lint-monitoring: venv ## promtool check rules/config, rule unit tests, dashboard
 	$(PROMTOOL) check config $(MONITORING_DIR)/prometheus.yml
 	cd $(MONITORING_DIR)/tests && $(PROMTOOL) test rules *.test.yml
 	$(BIN)/python -c 'import json, sys; [json.load(open(f)) for f in sys.argv[1:]]' roles/monitoring/files/grafana/*.json
+
+# The production Caddyfile (ACME issuer, e-mail, domain) rendered from the role's template with the production
+# inventory and checked by Caddy itself, offline (a throwaway data directory: no CA or account is made here).
+lint-proxy: venv ## caddy validate of the production Caddyfile (ACME), rendered from roles/proxy
+	@command -v caddy >/dev/null || { echo "lint-proxy: 'caddy' not found (apt-get install caddy)" >&2; exit 1; }
+	dir=$$(mktemp -d) && trap 'rm -rf "$$dir"' EXIT && \
+	  $(BIN)/ansible localhost -c local -i localhost, -e ansible_python_interpreter=$(abspath $(PYTHON)) \
+	    -e @roles/proxy/defaults/main.yml -e @inventory/production/group_vars/appliance.yml \
+	    -m ansible.builtin.template -a "src=roles/proxy/templates/Caddyfile.j2 dest=$$dir/Caddyfile mode=0600" \
+	    >/dev/null && grep -q '^\s*email ' "$$dir/Caddyfile" && \
+	  XDG_DATA_HOME=$$dir XDG_CONFIG_HOME=$$dir caddy validate --adapter caddyfile --config "$$dir/Caddyfile"
 
 image: venv ## bake the Hetzner snapshot (needs HCLOUD_TOKEN)
 	@if [ -z "$${HCLOUD_TOKEN:-}" ]; then \

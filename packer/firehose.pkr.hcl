@@ -3,7 +3,11 @@
 #   make image                       HCLOUD_TOKEN=... packer build -only=hcloud.debian12 packer/
 #   tests/host/testhost.sh provision packer build -only=null.testhost -var ssh_host=... packer/
 #
-# Both sources run the very same Ansible provisioner: playbooks/site.yml against group `appliance`.
+# Both sources run the very same provisioners: playbooks/site.yml against group `appliance` with firehose_bake=true
+# (no secret is placed: `make deploy` does that on a server made from the image), then packer/cleanup.sh (the
+# last one: machine-id, SSH host keys, Caddy's CA, cloud-init state and apt caches removed).
+# Nothing logs in as root: the build server's cloud-init makes the `deploy` user (with the key Packer gave root),
+# and Packer and Ansible log in as that user and use sudo.
 
 variable "hcloud_token" {
   type        = string
@@ -50,8 +54,8 @@ variable "ssh_port" {
 
 variable "ssh_username" {
   type        = string
-  default     = "root"
-  description = "null.testhost: SSH user of the test host."
+  default     = "deploy"
+  description = "SSH user of both builds (sudo without password); the roles' ssh_deploy_user."
 }
 
 variable "ssh_private_key_file" {
@@ -81,12 +85,24 @@ locals {
 }
 
 source "hcloud" "debian12" {
-  token         = var.hcloud_token
-  image         = var.base_image
-  location      = var.location
-  server_type   = var.server_type
-  server_name   = "${var.snapshot_prefix}-build-${local.timestamp}"
-  ssh_username  = "root"
+  token        = var.hcloud_token
+  image        = var.base_image
+  location     = var.location
+  server_type  = var.server_type
+  server_name  = "${var.snapshot_prefix}-build-${local.timestamp}"
+  ssh_username = var.ssh_username
+  # A fresh Hetzner server has only root: make the deploy user with root's key (the one Packer generated).
+  user_data     = <<-EOT
+    #cloud-config
+    users:
+      - name: ${var.ssh_username}
+        groups: [sudo]
+        shell: /bin/bash
+        lock_passwd: true
+        sudo: "ALL=(ALL:ALL) NOPASSWD: ALL"
+    runcmd:
+      - [sh, -c, "install -d -m 0700 -o ${var.ssh_username} -g ${var.ssh_username} /home/${var.ssh_username}/.ssh && install -m 0600 -o ${var.ssh_username} -g ${var.ssh_username} /root/.ssh/authorized_keys /home/${var.ssh_username}/.ssh/authorized_keys"]
+  EOT
   snapshot_name = "${var.snapshot_prefix}-${local.timestamp}"
   snapshot_labels = {
     app        = "firehose"
@@ -114,11 +130,12 @@ build {
   provisioner "ansible" {
     playbook_file = "${local.repo_root}/playbooks/site.yml"
     groups        = ["appliance"]
-    user          = source.name == "testhost" ? var.ssh_username : "root"
+    user          = var.ssh_username
     # Packer 1.6's local SSH proxy offers only an RSA host key, which Debian 12's OpenSSH refuses.
     use_proxy = false
     extra_arguments = concat(
-      ["--extra-vars", "@${local.repo_root}/${var.ansible_extra_vars_files[source.name]}"],
+      ["--extra-vars", "@${local.repo_root}/${var.ansible_extra_vars_files[source.name]}",
+      "--extra-vars", "{\"firehose_bake\": true}"],
       var.ansible_extra_arguments,
     )
     ansible_env_vars = [
@@ -127,5 +144,11 @@ build {
       "ANSIBLE_NOCOLOR=1",
       "ANSIBLE_FORCE_COLOR=0",
     ]
+  }
+
+  # Last: what must differ between servers made from the image, or not be in it at all.
+  provisioner "shell" {
+    script          = "${local.repo_root}/packer/cleanup.sh"
+    execute_command = "chmod +x {{ .Path }}; sudo -n env {{ .Vars }} {{ .Path }}"
   }
 }

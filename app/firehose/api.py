@@ -32,7 +32,9 @@ from firehose.config import ConfigError, Settings
 from firehose.csv_export import csv_header, csv_rows
 from firehose.hot import HotTier
 from firehose.identity import IdentityResolver
-from firehose.params import BadParameter, CursorCodec, openapi_parameters, parse_search
+from firehose.limits import Client, Lease, Limiter, Refused, client_of
+from firehose.openapi import JSON_TYPE, openapi_document
+from firehose.params import BadParameter, CursorCodec, parse_search
 from firehose.search import QueryTimeout, Searcher
 
 log = logging.getLogger(__name__)
@@ -42,7 +44,6 @@ MAX_QUERY_STRING = 16_384
 DISPLAY_WAIT_SECONDS = 0.5  # how long a page waits for handles to show (the DID is shown past it)
 FILTER_WAIT_SECONDS = 3.0  # how long a search waits to resolve the handle it filters on
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0)
-JSON_TYPE = "application/json"
 ENDPOINTS = ("/search", "/export", "/health", "/metrics", "/stats", "/openapi.json")
 
 
@@ -137,6 +138,7 @@ class Api:
         secret = settings.api_cursor_secret.encode() if settings.api_cursor_secret else secrets.token_bytes(32)
         self.cursors = CursorCodec(secret)
         self.metrics = Metrics()
+        self.limits = Limiter(settings, self.redis)
 
     # --- plumbing
 
@@ -156,13 +158,25 @@ class Api:
         """The error shape every failure uses."""
         return self.json({"error": {"parameter": parameter, "message": message}}, status)
 
+    def refusal(self, exc: Refused) -> bottle.HTTPResponse:
+        """The answer to a request the limits turn away (429 with Retry-After, 401, 403)."""
+        resp = self.error(exc.status, None, exc.message)
+        if exc.retry_after is not None:
+            resp.set_header("Retry-After", str(exc.retry_after))
+        return resp
+
     def endpoint(self, name: str, handler: Callable[[], bottle.HTTPResponse]) -> Callable[[], bottle.HTTPResponse]:
-        """Wrap `handler`: error mapping (400/504/500 JSON) and request metrics."""
+        """Wrap `handler`: the client's rate limit, error mapping (400/429/504/500 JSON) and request metrics."""
 
         def wrapped() -> bottle.HTTPResponse:
             started = time.perf_counter()
             try:
+                client = client_of(bottle.request.environ, self.settings)
+                bottle.request.environ["firehose.client"] = client
+                self.limits.admit(client)
                 resp = handler()
+            except Refused as exc:
+                resp = self.refusal(exc)
             except BadParameter as exc:
                 resp = self.error(400, exc.parameter, exc.message)
             except QueryTimeout as exc:
@@ -226,22 +240,29 @@ class Api:
     def export(self) -> bottle.HTTPResponse:
         """GET /export: CSV streamed in record batches; the first batch is read before the response starts."""
         query = parse_search(query_pairs(bottle.request.environ), self.settings, export=True)
-        filters, _ = self.searcher.filters(query, self.did_for)
-        batches: Iterator[pa.RecordBatch] = iter(())
-        if filters is not None:
-            batches = self.searcher.export(filters, query.limit)
+        client: Client = bottle.request.environ["firehose.client"]
+        lease = self.limits.export_slot(client)
+        try:
+            filters, _ = self.searcher.filters(query, self.did_for)
+            batches: Iterator[pa.RecordBatch] = iter(())
+            if filters is not None:
+                batches = self.searcher.export(filters, query.limit)
+        except BaseException:
+            self.limits.release(lease)
+            raise
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
         headers = self.headers("text/csv; charset=utf-8")
         headers["Content-Disposition"] = f'attachment; filename="bluesky-posts-{stamp}.csv"'
-        return bottle.HTTPResponse(self._csv(batches, raw=query.raw), 200, headers)
+        return bottle.HTTPResponse(self._csv(batches, raw=query.raw, lease=lease), 200, headers)
 
     def did_for(self, value: str) -> str | None:
         """The DID of a handle (or DID) typed into a filter, resolved within FILTER_WAIT_SECONDS."""
         return self.book.did_for(value, time.monotonic() + min(FILTER_WAIT_SECONDS, self.settings.api_query_timeout))
 
-    def _csv(self, batches: Iterator[pa.RecordBatch], *, raw: bool) -> Iterator[bytes]:
+    def _csv(self, batches: Iterator[pa.RecordBatch], *, raw: bool, lease: Lease | None) -> Iterator[bytes]:
         """CSV bytes: a header row, then each batch written by pyarrow (quoted where needed); unless `raw`, cells
-        that a spreadsheet would run as a formula are neutralised (`csv_export.neutralise`)."""
+        that a spreadsheet would run as a formula are neutralised (`csv_export.neutralise`). The export slot `lease`
+        is given back when the stream ends (Bottle starts the generator at once, so the `finally` always runs)."""
         yield csv_header()
         try:
             for batch in batches:
@@ -253,6 +274,7 @@ class Api:
             log.exception("export stream failed after the response started; the CSV is truncated")
             self.metrics.query_errors.labels("/export", "internal").inc()
         finally:
+            self.limits.release(lease)
             close = getattr(batches, "close", None)
             if close:
                 close()
@@ -376,101 +398,3 @@ def _error_page(api: Api, err: bottle.HTTPError, status: int, parameter: str | N
         bottle.response.set_header(key, value)
     api.observe("unmatched" if status in (404, 405) else "error", status, 0.0)
     return orjson.dumps({"error": {"parameter": parameter, "message": message}})
-
-
-# ---------------------------------------------------------------------------------------------- OpenAPI
-
-
-def openapi_document(settings: Settings) -> dict[str, Any]:
-    """The OpenAPI 3.1 description of every endpoint of `create_app`."""
-    error = {"$ref": "#/components/responses/Error"}
-    post_props = {
-        "timestamp": {"type": "string", "format": "date-time", "description": "Event time (time_us) in UTC."},
-        "username": {"type": "string", "description": "Author handle, or the DID when the handle is unknown."},
-        "text": {"type": ["string", "null"]},
-        "uri": {"type": "string"}, "did": {"type": "string"}, "cid": {"type": ["string", "null"]},
-        "time_us": {"type": "integer", "description": "Jetstream event time, unix microseconds."},
-        "created_at": {"type": ["string", "null"], "description": "createdAt as claimed by the client."},
-        "langs": {"type": ["array", "null"], "items": {"type": "string"}},
-        "reply_parent_uri": {"type": ["string", "null"]}, "reply_root_uri": {"type": ["string", "null"]},
-        "embed_type": {"type": ["string", "null"]}, "embed_uri": {"type": ["string", "null"]},
-        "mentions": {"type": ["array", "null"], "items": {"type": "string"}},
-        "links": {"type": ["array", "null"], "items": {"type": "string"}},
-        "tags": {"type": ["array", "null"], "items": {"type": "string"}},
-    }
-    check = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"],
-             "additionalProperties": True}
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "Bluesky firehose archive API", "version": "1.0.0",
-                 "description": "Search and export of archived Bluesky posts. Errors are JSON "
-                                "{\"error\": {\"parameter\", \"message\"}}."},
-        "paths": {
-            "/search": {"get": {
-                "summary": "Search posts, newest first, one page at a time",
-                "parameters": openapi_parameters(settings, export=False),
-                "responses": {"200": {"description": "A page of results", "content": {JSON_TYPE: {"schema": {
-                    "$ref": "#/components/schemas/SearchResponse"}}}},
-                    "400": error, "404": error, "500": error, "504": error},
-            }},
-            "/export": {"get": {
-                "summary": "The same search as CSV (header row, then one row per post)",
-                "parameters": openapi_parameters(settings, export=True),
-                "responses": {"200": {"description": "CSV attachment (Content-Disposition: attachment; "
-                                      "filename=\"bluesky-posts-<UTC time>.csv\"); lists are JSON arrays",
-                                      "content": {"text/csv": {"schema": {"type": "string"}}}},
-                              "400": error, "500": error, "504": error},
-            }},
-            "/health": {"get": {"summary": "Redis reachable, data directory present, newest event fresh", "responses": {
-                "200": {"description": "All checks pass", "content": {JSON_TYPE: {"schema": {
-                    "$ref": "#/components/schemas/Health"}}}},
-                "503": {"description": "A check fails", "content": {JSON_TYPE: {"schema": {
-                    "$ref": "#/components/schemas/Health"}}}}, "400": error}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics of all workers", "responses": {
-                "200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": {
-                    "type": "string"}}}}, "400": error}}},
-            "/stats": {"get": {"summary": "Rows, files and bytes per table per day (from Parquet footers)",
-                               "responses": {"200": {"description": "Table statistics", "content": {JSON_TYPE: {
-                                   "schema": {"$ref": "#/components/schemas/Stats"}}}}, "400": error}}},
-            "/openapi.json": {"get": {"summary": "This document", "responses": {
-                "200": {"description": "OpenAPI 3.1", "content": {JSON_TYPE: {"schema": {"type": "object"}}}},
-                "400": error}}},
-        },
-        "components": {
-            "responses": {"Error": {"description": "Invalid input (400), unknown path (404), method (405), query "
-                                    "past its time budget (504) or internal error (500)",
-                                    "content": {JSON_TYPE: {"schema": {"$ref": "#/components/schemas/Error"}}}}},
-            "schemas": {
-                "Error": {"type": "object", "required": ["error"], "properties": {"error": {
-                    "type": "object", "required": ["parameter", "message"],
-                    "properties": {"parameter": {"type": ["string", "null"]}, "message": {"type": "string"}}}}},
-                "Post": {"type": "object", "properties": post_props,
-                         "required": ["timestamp", "username", "text", "uri", "did"]},
-                "SearchResponse": {"type": "object", "required": ["results", "meta"], "properties": {
-                    "results": {"type": "array", "items": {"$ref": "#/components/schemas/Post"}},
-                    "meta": {"type": "object", "required": ["count", "cursor", "limit", "total_cap", "query",
-                                                            "took_ms"], "properties": {
-                        "count": {"type": "integer"},
-                        "cursor": {"type": ["string", "null"], "description": "Pass as cursor for the next page; "
-                                   "null when there are no more results or the total cap is reached."},
-                        "limit": {"type": "integer"}, "served": {"type": "integer"},
-                        "total_cap": {"type": "integer", "const": settings.api_max_results},
-                        "query": {"type": "object", "description": "The normalised parameters."},
-                        "took_ms": {"type": "number"},
-                        "warnings": {"type": "array", "items": {"type": "string"}}}}}},
-                "Health": {"type": "object", "required": ["status", "checks"], "properties": {
-                    "status": {"type": "string", "enum": ["ok", "fail"]},
-                    "checks": {"type": "object", "properties": {
-                        "redis": check, "data_dir": check,
-                        "freshness": {**check, "properties": {"ok": {"type": "boolean"},
-                                                              "newest_event_age_s": {"type": ["number", "null"]}}}}},
-                    "time": {"type": "string"}}},
-                "Stats": {"type": "object", "properties": {"tables": {"type": "object", "additionalProperties": {
-                    "type": "object", "properties": {
-                        "rows": {"type": "integer"}, "bytes": {"type": "integer"},
-                        "days": {"type": "object", "additionalProperties": {"type": "object", "properties": {
-                            "rows": {"type": "integer"}, "files": {"type": "integer"},
-                            "bytes": {"type": "integer"}}}}}}}, "time": {"type": "string"}}},
-            },
-        },
-    }

@@ -198,6 +198,35 @@ class Settings:
     api_cors_origin: str = _setting(
         "FIREHOSE_API_CORS_ORIGIN", "*", "Access-Control-Allow-Origin sent with every response; empty = none."
     )
+    api_trusted_proxies: tuple[str, ...] = _setting(
+        "FIREHOSE_API_TRUSTED_PROXIES", ("127.0.0.1", "::1"), "Peers whose X-Forwarded-For names the client (the "
+        "reverse proxy); their requests without that header come from the box itself and are not limited.",
+    )
+    api_rate_per_minute: int = _setting(
+        "FIREHOSE_API_RATE_PER_MINUTE", 120, "Requests a minute one client (address, IPv6 /64) may make; 0 = no limit."
+    )
+    api_rate_burst: int = _setting("FIREHOSE_API_RATE_BURST", 30, "Requests a client may make at once above its rate.")
+    api_export_slots: int = _setting(
+        "FIREHOSE_API_EXPORT_SLOTS", 2, "Exports running at once for all clients without an API key; 0 = no cap."
+    )
+    api_exports_per_client: int = _setting(
+        "FIREHOSE_API_EXPORTS_PER_CLIENT", 1, "Exports one client without an API key may run at once."
+    )
+    api_export_retry_seconds: int = _setting(
+        "FIREHOSE_API_EXPORT_RETRY_SECONDS", 15, "Retry-After of an export refused because no slot is free."
+    )
+    api_keys: tuple[str, ...] = _setting(
+        "FIREHOSE_API_KEYS", (), "Comma-separated API keys (sent as X-API-Key) with the higher limits below; secret."
+    )
+    api_key_rate_per_minute: int = _setting(
+        "FIREHOSE_API_KEY_RATE_PER_MINUTE", 1200, "Requests a minute per API key; 0 = no limit."
+    )
+    api_key_export_slots: int = _setting(
+        "FIREHOSE_API_KEY_EXPORT_SLOTS", 2, "Exports running at once for clients with a key (a pool of their own)."
+    )
+    api_export_key_required: bool = _setting(
+        "FIREHOSE_API_EXPORT_KEY_REQUIRED", False, "Only clients with an API key may export (403 otherwise)."
+    )
     api_metrics_dir: Path | None = _setting(
         "FIREHOSE_API_METRICS_DIR", None, "prometheus multiprocess directory (emptied at start); unset = a temp dir."
     )
@@ -228,7 +257,8 @@ class Settings:
         positive = (
             "ingest_batch", "ingest_batch_ms", "high_water", "max_frame_bytes", "flush_chunk",
             "parquet_row_group", "compact_row_group", "api_page_size", "api_max_results", "api_export_max_rows",
-            "api_max_text_length", "api_duckdb_threads",
+            "api_max_text_length", "api_duckdb_threads", "api_rate_burst", "api_exports_per_client",
+            "api_export_retry_seconds",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -250,6 +280,14 @@ class Settings:
             raise ConfigError("FIREHOSE_HANDLE_CACHE_SECONDS, FIREHOSE_HANDLE_NEGATIVE_SECONDS and "
                               "FIREHOSE_RESOLVE_RETRY_SECONDS must be >= 0")
         nameservers(self.dns_nameservers)
+        for name in ("api_rate_per_minute", "api_key_rate_per_minute", "api_export_slots", "api_key_export_slots"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{_env_of(name)} must be >= 0 (0 = no limit), got {getattr(self, name)!r}")
+        for proxy in self.api_trusted_proxies:
+            try:
+                ipaddress.ip_address(proxy)
+            except ValueError:
+                raise ConfigError(f"FIREHOSE_API_TRUSTED_PROXIES: {proxy!r} is not an IP address") from None
         try:
             parse_spec(self.failpoint)
         except ValueError as exc:

@@ -7,6 +7,8 @@ Read once in the master from `Settings.from_env()`:
 - `max_requests` stays off: every restarted worker leaves prometheus multiprocess files behind.
 - Prometheus multiprocess mode: PROMETHEUS_MULTIPROC_DIR is set here, before any worker imports
   prometheus_client; the directory is emptied in `on_starting` and dead workers are marked in `child_exit`.
+- `limit_request_line` at Gunicorn's maximum: the proxy's limits (roles/proxy) are tighter, so its JSON refusals
+  come first.
 - The page-cursor key: when FIREHOSE_API_CURSOR_SECRET is empty, one random key is made here and handed to every
   worker through the environment, so a cursor from one worker is valid on all of them (until a restart).
 """
@@ -36,6 +38,9 @@ threads = _settings.api_threads
 timeout = int(max(60.0, _settings.api_export_timeout + 30.0, _settings.api_query_timeout + 30.0))
 graceful_timeout = 30
 keepalive = 5
+# The largest request line Gunicorn takes: the reverse proxy refuses longer URLs first, with a JSON 414, so
+# Gunicorn's own (HTML) 414/400 pages never reach a client; and the API refuses long query strings with a JSON 400.
+limit_request_line = 8190
 preload_app = False
 max_requests = 0
 accesslog = "-"

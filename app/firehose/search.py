@@ -212,6 +212,7 @@ class Searcher:
         timeout = QueryTimeout(f"the search ran past its {seconds:g} s budget and was cancelled")
         # Two phases: find the page's keys reading only the filter and key columns, then fetch the full rows of
         # those few keys (decoding every result column of every scanned row doubled the cost of a rare word).
+        # (The interrupt may land while the hot tier's view is registered, too: that is inside the try.)
         with Watchdog(cur, seconds) as dog:
             try:
                 with hot_view(cur, view.hot):

@@ -10,6 +10,7 @@ import json
 import os
 import shlex
 import shutil
+import ssl
 import subprocess
 import sys
 import time
@@ -23,6 +24,8 @@ from typing import Any
 import pytest
 import testinfra
 import yaml
+
+from tests.host.https import CADDY_ROOT_CA, HostHttps
 
 REPO = Path(__file__).resolve().parents[2]
 INVENTORY = Path(os.environ.get("TESTHOST_INVENTORY", REPO / "var" / "test-host" / "inventory"))
@@ -139,18 +142,66 @@ def mount_path(data_dir) -> str:
     return var("parquet_volume_mount_point", None) or var("firehose_mount_point", None) or "/srv/firehose"
 
 
+REDIS_ADMIN_URL_FILE = "/etc/redis/admin.url"
+
+
+def redis_as(host, url: str, *args: str) -> Any:
+    """redis-cli on the host as the user of `url` (testinfra's CommandResult: rc, stdout, stderr)."""
+    return host.run("redis-cli --no-auth-warning -u " + shlex.quote(url) + " " + " ".join(shlex.quote(a) for a in args))
+
+
 @pytest.fixture(scope="session")
-def redis_cli(host, env_file) -> Callable[..., str]:
-    """Run redis-cli on the host against the appliance's Redis (URL from the env file, so a password works)."""
-    url = env_file.get("FIREHOSE_REDIS_URL", "redis://127.0.0.1:6379/0")
+def redis_admin_url(host) -> str:
+    """The operators' Redis URL (root-only file the redis role writes at deploy time)."""
+    f = host.file(REDIS_ADMIN_URL_FILE)
+    assert f.exists, f"{REDIS_ADMIN_URL_FILE} is missing: the deploy did not place the Redis admin secret"
+    return f.content_string.strip()
+
+
+@pytest.fixture(scope="session")
+def redis_cli(host, redis_admin_url) -> Callable[..., str]:
+    """Run redis-cli on the host as the Redis admin user (the app's user may not run CONFIG and the like)."""
 
     def run(*args: str) -> str:
-        cmd = "redis-cli --no-auth-warning -u " + shlex.quote(url) + " " + " ".join(shlex.quote(a) for a in args)
-        out = host.run(cmd)
-        assert out.rc == 0, f"{cmd}: rc={out.rc} {out.stderr}"
+        out = redis_as(host, redis_admin_url, *args)
+        assert out.rc == 0 and not out.stdout.startswith(("NOPERM", "NOAUTH", "WRONGPASS")), \
+            f"redis-cli {' '.join(args)}: rc={out.rc} {out.stdout} {out.stderr}"
         return out.stdout.strip()
 
     return run
+
+
+# --- the API through the reverse proxy (HTTPS with Caddy's local CA, SNI = proxy_domain) ---------------------------
+
+class Proxy:
+    """The public face of the API: https://<proxy_domain>/ at the host's address, trusting Caddy's local CA."""
+
+    def __init__(self, ip: str, domain: str, ca_pem: str, api_key: str) -> None:
+        self.ip, self.domain, self.api_key = ip, domain, api_key
+        self.context = ssl.create_default_context(cadata=ca_pem)
+
+    def get(self, target: str, headers: dict[str, str] | None = None, keyed: bool = True,
+            timeout: float = 30.0) -> tuple[int, dict[str, str], bytes]:
+        """GET `target`; with the API key unless `keyed` is false (anonymous: the per-address limits apply)."""
+        conn = HostHttps(self.ip, self.domain, self.context, timeout)
+        sent = dict(headers or {})
+        if keyed and self.api_key:
+            sent["X-API-Key"] = self.api_key
+        try:
+            conn.request("GET", target, headers=sent)
+            resp = conn.getresponse()
+            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+        finally:
+            conn.close()
+
+
+@pytest.fixture(scope="session")
+def proxy(host, host_ip, env_file) -> Proxy:
+    ca = host.file(CADDY_ROOT_CA)
+    assert ca.exists, f"{CADDY_ROOT_CA} is missing: Caddy has not made its local CA (proxy_tls internal)" + why(
+        host, "caddy")
+    keys = [k for k in env_file.get("FIREHOSE_API_KEYS", "").split(",") if k]
+    return Proxy(host_ip, str(var("proxy_domain", "firehose.test")), ca.content_string, keys[0] if keys else "")
 
 
 def journal(host, unit: str, lines: int = 50) -> str:

@@ -1,19 +1,24 @@
-"""Listening sockets, the firewall, and the HTTP endpoints seen from outside the host."""
+"""Listening sockets, the firewall, and the API seen from outside the host: HTTPS through the proxy only."""
 
 from __future__ import annotations
 
-import ipaddress
+import http.client
 import json
+import re
 import shlex
 import socket
+import ssl
+from pathlib import Path
 
 import pytest
 
-from tests.host.conftest import http_get, var, wait_until, why
+from tests.host.conftest import Proxy, var, wait_until, why
 
 API_PORT = 8080
 NODE_EXPORTER_PORT = 9100
 INGEST_METRICS_PORT = 9101
+REDIS_EXPORTER_PORT = 9121
+PROXY_PORTS = [80, 443]
 
 
 def listening(host) -> set[str]:
@@ -33,16 +38,20 @@ def test_redis_listens_on_loopback_only(host):
         (API_PORT, "firehose-api"),
         (NODE_EXPORTER_PORT, "prometheus-node-exporter"),
         (INGEST_METRICS_PORT, "firehose-ingest"),
+        (REDIS_EXPORTER_PORT, "prometheus-redis-exporter"),
     ],
 )
-def test_port_listens(host, port, unit):
-    socks = listening(host)
-    assert any(s.endswith(f":{port}") for s in socks), f"nothing listens on :{port}: {sorted(socks)}" + why(host, unit)
+def test_listens_on_loopback_only(host, port, unit):
+    """Gunicorn and the exporters: on 127.0.0.1 only (the proxy and the on-box Prometheus reach them there)."""
+    socks = {s for s in listening(host) if s.endswith(f":{port}")}
+    assert socks, f"nothing listens on :{port}" + why(host, unit)
+    assert socks <= {f"tcp://127.0.0.1:{port}", f"tcp://::1:{port}"}, f":{port} beyond loopback: {sorted(socks)}"
 
 
-def test_api_listens_on_all_addresses(host):
+@pytest.mark.parametrize("port", PROXY_PORTS)
+def test_proxy_listens_on_every_address(host, port):
     socks = listening(host)
-    assert f"tcp://0.0.0.0:{API_PORT}" in socks or f"tcp://:::{API_PORT}" in socks, sorted(socks)
+    assert f"tcp://0.0.0.0:{port}" in socks or f"tcp://:::{port}" in socks, sorted(socks)
 
 
 def test_nftables_ruleset(host):
@@ -51,10 +60,13 @@ def test_nftables_ruleset(host):
     text = rules.stdout
     assert "hook input" in text, text
     assert "policy drop" in text, f"the input chain does not drop by default:\n{text}"
-    assert "tcp dport 22 accept" in text or "dport ssh accept" in text or "22," in text, f"SSH not allowed:\n{text}"
-    assert str(API_PORT) in text, f"API port {API_PORT} not in the ruleset:\n{text}"
-    assert str(NODE_EXPORTER_PORT) in text, f"node exporter port not in the ruleset:\n{text}"
+    assert "tcp dport 22" in text or "dport ssh" in text, f"SSH not allowed:\n{text}"
+    assert "443" in text and "80" in text, f"the proxy's ports are not in the ruleset:\n{text}"
+    assert str(API_PORT) not in text, f"Gunicorn's port {API_PORT} is opened, yet it must stay on loopback:\n{text}"
     assert "ct state established,related accept" in text or "ct state { established, related }" in text, text
+    # Brute force on SSH slowed: new connections per address are rate-limited, the excess dropped.
+    assert re.search(r"ct state new update @ssh_meter_v4 \{ ip saddr limit rate over \d+/minute burst \d+ packets \} "
+                     r"drop", text), f"no per-address rate limit on new SSH connections:\n{text}"
 
 
 def test_nftables_config_is_persistent(host):
@@ -63,52 +75,104 @@ def test_nftables_config_is_persistent(host):
     assert host.run_test("nft -c -f /etc/nftables.conf").succeeded, host.run("nft -c -f /etc/nftables.conf").stderr
 
 
-def test_health_from_outside(host, host_ip):
-    code, headers, body = http_get(f"http://{host_ip}:{API_PORT}/health")
-    assert code == 200, f"/health -> {code}: {body[:500]!r}" + why(host, "firehose-api")
-    assert headers.get("Content-Type", "").startswith("application/json")
+def test_health_over_https_with_the_local_ca(host, proxy):
+    status, headers, body = proxy.get("/health")
+    assert status == 200, f"/health -> {status}: {body[:500]!r}" + why(host, "caddy") + why(host, "firehose-api")
+    assert headers.get("content-type", "").startswith("application/json")
+    assert "max-age" in headers.get("strict-transport-security", ""), headers
     json.loads(body)
 
 
-def test_metrics_from_outside(host, host_ip):
-    code, _, body = http_get(f"http://{host_ip}:{API_PORT}/metrics")
-    assert code == 200, f"/metrics -> {code}: {body[:500]!r}" + why(host, "firehose-api")
-    assert b"# TYPE" in body
+def test_tls_refuses_an_unknown_ca(proxy):
+    """The chain is Caddy's local CA: without it, verification fails (so the test above did verify)."""
+    untrusting = Proxy(proxy.ip, proxy.domain, _unrelated_ca(), proxy.api_key)
+    with pytest.raises(ssl.SSLCertVerificationError):
+        untrusting.get("/health")
 
 
-def test_openapi_from_outside(host, host_ip):
-    code, _, body = http_get(f"http://{host_ip}:{API_PORT}/openapi.json")
-    assert code == 200, f"/openapi.json -> {code}"
+def _unrelated_ca() -> str:
+    """A CA certificate that signed nothing on the host: the first one of this machine's bundle."""
+    bundle = ssl.get_default_verify_paths().cafile or "/etc/ssl/certs/ca-certificates.crt"
+    text = Path(bundle).read_text()
+    return text[: text.index("-----END CERTIFICATE-----") + len("-----END CERTIFICATE-----")]
+
+
+def test_http_redirects_to_https(host_ip, proxy):
+    conn = http.client.HTTPConnection(host_ip, 80, timeout=10)
+    try:
+        conn.request("GET", "/health", headers={"Host": proxy.domain})
+        resp = conn.getresponse()
+        assert resp.status in (301, 308), resp.status
+        assert resp.getheader("Location") == f"https://{proxy.domain}/health"
+    finally:
+        conn.close()
+
+
+def test_metrics_are_not_public(proxy):
+    status, headers, body = proxy.get("/metrics")
+    assert status == 404, status
+    assert json.loads(body) == {"error": {"parameter": None, "message": "no such endpoint here (404)"}}
+    assert headers.get("content-type") == "application/json"
+
+
+def test_metrics_on_loopback(host):
+    out = host.run(f"curl -fsS --max-time 10 http://127.0.0.1:{API_PORT}/metrics")
+    assert out.rc == 0 and "# TYPE" in out.stdout, out.stderr
+
+
+def test_proxy_refuses_long_urls_in_json(proxy):
+    status, headers, body = proxy.get("/search?text=" + "a" * 5000)
+    assert status == 414, status
+    assert headers.get("content-type") == "application/json"
+    error = json.loads(body)["error"]
+    assert error["parameter"] is None and "longer than" in error["message"]
+
+
+def test_openapi_through_the_proxy(proxy):
+    status, _, body = proxy.get("/openapi.json")
+    assert status == 200, f"/openapi.json -> {status}"
     assert "/search" in json.loads(body).get("paths", {})
 
 
+def test_burst_gets_429_with_retry_after(proxy):
+    """Anonymous requests from this machine: past the burst, 429 with Retry-After and the JSON error shape."""
+    burst = int(var("app_api_rate_burst", 30))
+    statuses = []
+    for _ in range(burst + 10):
+        status, headers, body = proxy.get("/openapi.json", keyed=False)
+        statuses.append(status)
+        if status == 429:
+            break
+    assert statuses[-1] == 429, f"no 429 after {len(statuses)} requests: {statuses}"
+    assert int(headers["retry-after"]) >= 1, headers
+    assert json.loads(body)["error"]["message"].startswith("too many requests")
+    # A client with an API key has its own, higher limit.
+    assert proxy.get("/openapi.json")[0] == 200
+
+
+@pytest.mark.parametrize("port", [API_PORT, NODE_EXPORTER_PORT, INGEST_METRICS_PORT, REDIS_EXPORTER_PORT])
+def test_loopback_services_unreachable_from_outside(host_ip, port):
+    with socket.socket() as s:
+        s.settimeout(3)
+        try:
+            s.connect((host_ip, port))
+            reached = "connected"
+        except (TimeoutError, ConnectionRefusedError):
+            reached = None
+    assert reached is None, f"{host_ip}:{port} answers from this machine"
+
+
 def test_exporters_answer_on_the_host(host):
-    for port, needle in ((NODE_EXPORTER_PORT, "node_exporter_build_info"), (INGEST_METRICS_PORT, "# TYPE")):
+    for port, needle in ((NODE_EXPORTER_PORT, "node_exporter_build_info"), (INGEST_METRICS_PORT, "# TYPE"),
+                         (REDIS_EXPORTER_PORT, "redis_up 1")):
         out = host.run(f"curl -fsS --max-time 10 http://127.0.0.1:{port}/metrics")
         assert out.rc == 0, f"127.0.0.1:{port}/metrics: {out.stderr}"
-        assert needle in out.stdout
+        assert needle in out.stdout, f"{needle!r} not in 127.0.0.1:{port}/metrics"
 
 
 def test_textfile_collector_is_wired(host):
     args = host.run("systemctl show -p ExecStart prometheus-node-exporter; cat /etc/default/prometheus-node-exporter")
     assert "textfile" in args.stdout, args.stdout
-
-
-def test_node_exporter_follows_the_allowlist(host, host_ip):
-    """From this machine (not on the scraper allowlist unless the test inventory says so)."""
-    allow = var("firewall_scraper_allowlist", None) or var("firewall_scrapers", None)
-    if allow is None:
-        pytest.fail("no firewall_scraper_allowlist variable: the test cannot tell what the firewall should allow")
-    gateway = ipaddress.ip_address(host_ip.rsplit(".", 1)[0] + ".1")
-    allowed = any(gateway in ipaddress.ip_network(str(a), strict=False) for a in allow)
-    try:
-        code, _, _ = http_get(f"http://{host_ip}:{NODE_EXPORTER_PORT}/metrics", timeout=3)
-    except OSError:
-        code = None
-    if allowed:
-        assert code == 200, f"the allowlist {allow} includes {gateway}, yet :9100 answered {code}"
-    else:
-        assert code is None, f"the allowlist {allow} excludes {gateway}, yet :9100 answered {code}"
 
 
 def test_firewall_drops_other_ports(host, host_ip):

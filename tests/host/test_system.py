@@ -45,7 +45,9 @@ def test_config_dir_and_env_file_permissions(host, app_user):
 def test_env_file_contents(env_file, data_dir, mount_path):
     for key in ("FIREHOSE_REDIS_URL", "FIREHOSE_DATA_DIR", "FIREHOSE_JETSTREAM_URLS"):
         assert key in env_file, f"{key} missing from /etc/firehose/firehose.env: {sorted(env_file)}"
-    assert env_file["FIREHOSE_REDIS_URL"].startswith("redis://127.0.0.1:6379"), env_file["FIREHOSE_REDIS_URL"]
+    user = var("redis_app_user", "firehose")
+    assert env_file["FIREHOSE_REDIS_URL"].startswith(f"redis://{user}:"), "the app does not log in as its ACL user"
+    assert env_file["FIREHOSE_REDIS_URL"].endswith("@127.0.0.1:6379/0"), "the app's Redis is not on loopback"
     assert data_dir == mount_path or data_dir.startswith(mount_path + "/"), (
         f"the data dir {data_dir} is not on the volume mounted at {mount_path}"
     )

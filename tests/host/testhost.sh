@@ -3,14 +3,17 @@
 # reachable over SSH, with a loop device that the parquet_volume role sees as the Hetzner volume.
 #
 #   tests/host/testhost.sh up          build (or reuse) the rootfs, boot it, wait for SSH, write the inventory
-#   tests/host/testhost.sh provision   run the Packer template's null build (the same Ansible provisioner) against it
+#   tests/host/testhost.sh provision   run the Packer template's null build (bake: no secrets; cleanup last) against it
+#   tests/host/testhost.sh image-check power the host off, scan its root filesystem for the build environment's
+#                                      secrets and for SSH host keys / a machine-id (none may be there), boot it again
+#   tests/host/testhost.sh deploy      playbooks/deploy.yml: place the secrets (the dummies below) and start everything
 #   tests/host/testhost.sh idempotence run playbooks/site.yml again and fail unless the recap says changed=0
 #   tests/host/testhost.sh test [ARGS] pytest tests/host (testinfra) against the running host
 #   tests/host/testhost.sh down        stop the host and remove everything `up` created (safe to run any time)
-#   tests/host/testhost.sh create      up + provision; tears down on failure (TESTHOST_KEEP_ON_FAILURE=1 keeps it)
+#   tests/host/testhost.sh create      up, provision, image-check, deploy; tears down on failure (TESTHOST_KEEP_ON_FAILURE=1 keeps it)
 #   tests/host/testhost.sh ci          create, idempotence, test, down (always); prints the time of each phase
 #   tests/host/testhost.sh status      what is up; exit 0 only when the host answers on SSH
-#   tests/host/testhost.sh ssh [CMD]   a root shell (or one command) on the host
+#   tests/host/testhost.sh ssh [CMD]   a shell (or one command) as the deploy user on the host (sudo for root)
 #
 # Everything lives under var/test-host/ (see docs/testhost.md). Needs root, mmdebstrap, systemd-nspawn,
 # iproute2, nftables, losetup, openssh-client. It fails loudly, never skips, when the machine cannot do this.
@@ -22,6 +25,7 @@ CACHE=${TESTHOST_CACHE:-$STATE/cache}
 BIN=${TESTHOST_VENV_BIN:-$REPO/.venv/bin}
 NAME=${TESTHOST_NAME:-fhtest}                 # netns, nft table, cgroup; veth names derive from it (<= 15 chars)
 NET=${TESTHOST_NET:-10.213.77}               # a /30: .1 is this machine's end, .2 the host
+export TESTHOST_NET=$NET                     # inventory/test reads it (the SSH allowlist)
 HOST_IP=$NET.2
 GW_IP=$NET.1
 VETH_OUT=${NAME}-o
@@ -40,6 +44,21 @@ MIRRORS=(
 # module need not bootstrap it. The roles install everything else.
 PACKAGES=systemd,systemd-sysv,dbus,openssh-server,python3,python3-apt,sudo,ca-certificates,iproute2,procps,e2fsprogs
 ROOTFS_RECIPE=3   # bump when the customize hook below changes, so the cached tarball is rebuilt
+# Root logins are off on the appliance: everything logs in as this user (sudo without password), as on a Hetzner
+# server made by the Packer template (its cloud-init makes the user). Root keeps our key, so the tests can show
+# that root's logins are refused even with a valid key.
+SSH_USER=${TESTHOST_SSH_USER:-deploy}
+# Known dummy secrets in the environment of every phase: the bake must not write them into the image
+# (image-check scans for them); the deploy places them, and tests/host sees them in effect.
+: "${FIREHOSE_REDIS_PASSWORD:=dummy-redis-app-secret-3f9c1e}"
+: "${FIREHOSE_REDIS_EXPORTER_PASSWORD:=dummy-redis-exporter-secret-8b27d4}"
+: "${FIREHOSE_REDIS_ADMIN_PASSWORD:=dummy-redis-admin-secret-51a0c9}"
+: "${FIREHOSE_API_CURSOR_SECRET:=dummy-cursor-secret-c04e77}"
+: "${FIREHOSE_API_KEYS:=dummy-api-key-9d3b21}"
+export FIREHOSE_REDIS_PASSWORD FIREHOSE_REDIS_EXPORTER_PASSWORD FIREHOSE_REDIS_ADMIN_PASSWORD \
+  FIREHOSE_API_CURSOR_SECRET FIREHOSE_API_KEYS
+SECRET_VARS=(FIREHOSE_REDIS_PASSWORD FIREHOSE_REDIS_EXPORTER_PASSWORD FIREHOSE_REDIS_ADMIN_PASSWORD
+             FIREHOSE_API_CURSOR_SECRET FIREHOSE_API_KEYS)
 
 ROOT=$STATE/rootfs
 KEY=$STATE/id_ed25519
@@ -54,7 +73,7 @@ log() { printf '[testhost] %s\n' "$*" >&2; }
 die() { printf '[testhost] ERROR: %s\n' "$*" >&2; exit 1; }
 state_get() { [ -f "$STATE/$1" ] && cat "$STATE/$1" || true; }
 
-host_ssh() { ssh "${SSH_OPTS[@]}" "root@$HOST_IP" "$@"; }
+host_ssh() { ssh "${SSH_OPTS[@]}" "$SSH_USER@$HOST_IP" "$@"; }
 
 require_machine() {
   [ "$(id -u)" = 0 ] || die "must run as root (it creates a network namespace, a loop device and nft rules)"
@@ -120,9 +139,17 @@ build_rootfs() {
 
 customize_rootfs() {
   local vol_id=$1 loopdev=$2
-  # SSH: our key for root.
+  # SSH: our key for root (whose logins the appliance refuses) and for the deploy user with sudo (what the
+  # Packer template's cloud-init makes on a Hetzner server).
   install -d -m 0700 "$ROOT/root/.ssh"
   install -m 0600 "$KEY.pub" "$ROOT/root/.ssh/authorized_keys"
+  chroot "$ROOT" useradd --create-home --shell /bin/bash --groups sudo "$SSH_USER"
+  chroot "$ROOT" passwd --lock "$SSH_USER" >/dev/null
+  install -d -m 0700 "$ROOT/home/$SSH_USER/.ssh"
+  install -m 0600 "$KEY.pub" "$ROOT/home/$SSH_USER/.ssh/authorized_keys"
+  chroot "$ROOT" chown -R "$SSH_USER:$SSH_USER" "/home/$SSH_USER/.ssh"
+  printf '%s ALL=(ALL:ALL) NOPASSWD: ALL\n' "$SSH_USER" >"$ROOT/etc/sudoers.d/90-$SSH_USER"
+  chmod 0440 "$ROOT/etc/sudoers.d/90-$SSH_USER"
   echo "$HOSTNAME_" >"$ROOT/etc/hostname"
   printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n::1\tlocalhost ip6-localhost ip6-loopback\n' "$HOSTNAME_" >"$ROOT/etc/hosts"
   # This machine's CA bundle (it may hold a CA the registries are reached through). Split into
@@ -281,14 +308,14 @@ all:
         $HOSTNAME_:
           ansible_host: $HOST_IP
           ansible_port: 22
-          ansible_user: root
+          ansible_user: $SSH_USER
           ansible_ssh_private_key_file: $KEY
           ansible_ssh_common_args: >-
             -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR
             -o ControlMaster=auto -o ControlPersist=60s -o ControlPath=$CONTROL_PATH
           ansible_python_interpreter: /usr/bin/python3
-          # Root already: no sudo (testinfra would otherwise read ansible.cfg's "become = False" as true).
-          ansible_become: false
+          # The deploy user, with sudo (testinfra runs its commands through sudo too).
+          ansible_become: true
 EOF
   if [ -d "$REPO/inventory/test/group_vars" ]; then
     ln -s "$REPO/inventory/test/group_vars" "$INVENTORY/group_vars"
@@ -300,7 +327,7 @@ EOF
 TESTHOST_IP=$HOST_IP
 TESTHOST_GATEWAY=$GW_IP
 TESTHOST_SSH_PORT=22
-TESTHOST_SSH_USER=root
+TESTHOST_SSH_USER=$SSH_USER
 TESTHOST_SSH_KEY=$KEY
 TESTHOST_VOLUME_ID=$(state_get volume.id)
 TESTHOST_VOLUME_DEVICE=$(state_get volume.loop)
@@ -344,12 +371,12 @@ cmd_up() {
   wait_for_ssh
   write_inventory
   trap - EXIT INT TERM
-  log "up in $((SECONDS - t0)) s (rootfs $((t_rootfs - t0)) s, boot $((SECONDS - t_rootfs)) s): root@$HOST_IP, inventory $INVENTORY"
+  log "up in $((SECONDS - t0)) s (rootfs $((t_rootfs - t0)) s, boot $((SECONDS - t_rootfs)) s): $SSH_USER@$HOST_IP, inventory $INVENTORY"
 }
 
-cmd_down() {
-  [ "$(id -u)" = 0 ] || die "must run as root"
-  local pid loopdev
+# Power the container off (its systemd shuts down cleanly) and remove what is left of its processes.
+stop_host() {
+  local pid
   pid=$(state_get nspawn.pid)
   if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && grep -qa systemd-nspawn "/proc/$pid/cmdline" 2>/dev/null; then
     log "stopping the host (nspawn pid $pid)"
@@ -362,6 +389,12 @@ cmd_down() {
   fi
   rm -f "$STATE/nspawn.pid"
   kill_cgroup_tree
+}
+
+cmd_down() {
+  [ "$(id -u)" = 0 ] || die "must run as root"
+  local loopdev
+  stop_host
   # Mounts nspawn may have left (it normally unmounts everything with its mount namespace).
   if [ -d "$ROOT" ]; then
     { grep -F " $ROOT" /proc/self/mounts || true; } | awk '{print $2}' | sort -r | while read -r m; do umount -l "$m" || true; done
@@ -378,7 +411,7 @@ cmd_down() {
   teardown_network
   rm -rf "$ROOT" "$INVENTORY" "$STATE/host.env"
   for sock in /tmp/testhost-"$NAME"-*; do   # SSH connection masters (ControlPersist) from Ansible/testinfra
-    [ -S "$sock" ] && ssh -o ControlPath="$sock" -O exit "root@$HOST_IP" >/dev/null 2>&1 || true
+    [ -S "$sock" ] && ssh -o ControlPath="$sock" -O exit "$SSH_USER@$HOST_IP" >/dev/null 2>&1 || true
     rm -f "$sock"
   done
   # Verify.
@@ -396,7 +429,7 @@ cmd_status() {
   local pid
   pid=$(state_get nspawn.pid)
   if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && host_ssh true 2>/dev/null; then
-    echo "up: root@$HOST_IP (nspawn pid $pid, volume $(state_get volume.loop) id $(state_get volume.id)), inventory $INVENTORY"
+    echo "up: $SSH_USER@$HOST_IP (nspawn pid $pid, volume $(state_get volume.loop) id $(state_get volume.id)), inventory $INVENTORY"
     host_ssh 'systemctl is-system-running; systemctl --failed --no-legend --plain' || true
     return 0
   fi
@@ -418,7 +451,7 @@ cmd_provision() {
   for v in ssh_host ssh_port ssh_username ssh_private_key_file; do
     grep -qx "$v" <<<"$names" || die "packer/ declares no variable \"$v\" (the null source needs it)"
   done
-  args+=(-var "ssh_host=$HOST_IP" -var "ssh_port=22" -var "ssh_username=root" -var "ssh_private_key_file=$KEY")
+  args+=(-var "ssh_host=$HOST_IP" -var "ssh_port=22" -var "ssh_username=$SSH_USER" -var "ssh_private_key_file=$KEY")
   # The hcloud source's token must be set for the template to load, though -only skips that build.
   if grep -qx hcloud_token <<<"$names" && [ -z "${HCLOUD_TOKEN:-}" ] && [ -z "${PKR_VAR_hcloud_token:-}" ]; then
     args+=(-var "hcloud_token=unused-by-the-null-build")
@@ -432,6 +465,57 @@ cmd_provision() {
     die "provisioning failed after $((SECONDS - t0)) s (log: $STATE/provision.log)"
   fi
   log "provisioned in $((SECONDS - t0)) s"
+}
+
+# The baked image, powered off: no secret of the build environment, no SSH host key, no machine-id, no CA key.
+scan_image() {
+  local problems=() v hits
+  for v in "${SECRET_VARS[@]}"; do
+    hits=$(grep -rlsF --devices=skip -e "${!v}" "$ROOT" 2>/dev/null | head -5 || true)
+    [ -z "$hits" ] || problems+=("$v's value in: ${hits//$'\n'/, }")
+  done
+  hits=$(find "$ROOT/etc/ssh" -name 'ssh_host_*' 2>/dev/null | head -5)
+  [ -z "$hits" ] || problems+=("SSH host keys: ${hits//$'\n'/, }")
+  [ ! -s "$ROOT/etc/machine-id" ] || problems+=("a machine-id: $(cat "$ROOT/etc/machine-id")")
+  hits=$(find "$ROOT/var/lib/caddy" "$ROOT/root" -path '*/caddy/pki' 2>/dev/null | head -5)
+  [ -z "$hits" ] || problems+=("a Caddy CA: ${hits//$'\n'/, }")
+  if [ ${#problems[@]} != 0 ]; then
+    printf '[testhost]   image: %s\n' "${problems[@]}" >&2
+    return 1
+  fi
+  log "image-check: the root filesystem holds none of the ${#SECRET_VARS[@]} dummy secrets, no SSH host key, no machine-id"
+}
+
+cmd_image_check() {
+  # (Not over SSH: sshd reads the host keys for every connection, and the cleanup removed them.)
+  local pid
+  pid=$(state_get nspawn.pid)
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || die "the test host is not running"
+  local loopdev rc=0
+  loopdev=$(state_get volume.loop)
+  log "image-check: power off, scan the root filesystem, boot again"
+  stop_host
+  scan_image || rc=$?
+  boot "$loopdev"
+  wait_for_ssh
+  [ "$rc" = 0 ] || die "the baked image is not clean (above)"
+  host_ssh 'test -s /etc/ssh/ssh_host_ed25519_key.pub && test -s /etc/machine-id' \
+    || die "after the reboot the host has no new SSH host key or machine-id"
+  log "image-check: booted again with new SSH host keys and a new machine-id"
+}
+
+# The secrets are placed at deploy time, never baked: playbooks/deploy.yml with the dummies in the environment.
+cmd_deploy() {
+  cmd_status >/dev/null || die "the test host is not up"
+  log "deploy: playbooks/deploy.yml places the secrets (log: $STATE/deploy.log)"
+  local t0=$SECONDS rc=0
+  (cd "$REPO" && ANSIBLE_FORCE_COLOR=0 ANSIBLE_NOCOLOR=1 \
+     "$BIN/ansible-playbook" -i "$INVENTORY" playbooks/deploy.yml) >"$STATE/deploy.log" 2>&1 || rc=$?
+  if [ "$rc" != 0 ]; then
+    tail -40 "$STATE/deploy.log" >&2
+    die "deploy failed after $((SECONDS - t0)) s (log: $STATE/deploy.log)"
+  fi
+  log "deployed in $((SECONDS - t0)) s"
 }
 
 cmd_idempotence() {
@@ -453,11 +537,13 @@ cmd_test() {
      "$BIN/python" -m pytest tests/host -m host -p no:cacheprovider ${TESTHOST_PYTEST_ARGS:-} "$@")
 }
 
-# Boot and provision; on failure tear everything down (unless TESTHOST_KEEP_ON_FAILURE=1).
+# Boot, bake, check the image, deploy; on failure tear everything down (unless TESTHOST_KEEP_ON_FAILURE=1).
 cmd_create() {
   local rc=0
   "$SELF" up || rc=$?
   if [ "$rc" = 0 ]; then "$SELF" provision || rc=$?; fi
+  if [ "$rc" = 0 ]; then "$SELF" image-check || rc=$?; fi
+  if [ "$rc" = 0 ]; then "$SELF" deploy || rc=$?; fi
   if [ "$rc" != 0 ]; then
     if [ -n "${TESTHOST_KEEP_ON_FAILURE:-}" ]; then
       log "failed (exit $rc); the host stays up for debugging (TESTHOST_KEEP_ON_FAILURE): '$SELF down' removes it"
@@ -484,7 +570,7 @@ cmd_ci() {
     log "a test host is up already: image-test starts from a fresh one"
   fi
   "$SELF" down >/dev/null 2>&1 || true
-  if _phase up && _phase provision; then
+  if _phase up && _phase provision && _phase image-check && _phase deploy; then
     _phase idempotence || true
     _phase test || true          # run the tests even after a dirty second run: they tell more
   else
@@ -498,7 +584,7 @@ cmd_ci() {
 }
 
 cmd_ssh() {
-  exec ssh "${SSH_OPTS[@]}" -t "root@$HOST_IP" "$@"
+  exec ssh "${SSH_OPTS[@]}" -t "$SSH_USER@$HOST_IP" "$@"
 }
 
 SELF=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")
@@ -509,8 +595,10 @@ case "${1:-}" in
   test) shift; cmd_test "$@" ;;
   down) cmd_down ;;
   provision) cmd_provision ;;
+  image-check) cmd_image_check ;;
+  deploy) cmd_deploy ;;
   idempotence) cmd_idempotence ;;
   status) cmd_status ;;
   ssh) shift; cmd_ssh "$@" ;;
-  *) echo "usage: $0 up|provision|idempotence|test|down|create|ci|status|ssh [command]" >&2; exit 2 ;;
+  *) echo "usage: $0 up|provision|image-check|deploy|idempotence|test|down|create|ci|status|ssh [command]" >&2; exit 2 ;;
 esac

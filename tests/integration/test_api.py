@@ -41,8 +41,9 @@ class Server:
         query = urllib.parse.urlencode(params, doseq=True)
         return self.raw(path + ("?" + query if query else ""))
 
-    def raw(self, target: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
-        request = urllib.request.Request(self.base + target, method=method)
+    def raw(self, target: str, method: str = "GET", headers: dict[str, str] | None = None
+            ) -> tuple[int, dict[str, str], bytes]:
+        request = urllib.request.Request(self.base + target, method=method, headers=headers or {})
         try:
             with urllib.request.urlopen(request, timeout=30) as resp:
                 return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()

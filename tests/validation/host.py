@@ -15,15 +15,17 @@ reconfigures the host with runtime-only systemd drop-ins (under /run, so a reboo
 Afterwards (also after a failure or Ctrl-C) the drop-ins are removed, the saved cursor is put back, and the
 ingester and the timer restart as provisioned. Measurements come from the host: the stream and process memory
 from `probe.py sample` run there over SSH, the flush batches from its journal, Parquet counts and the analytical
-queries from `probe.py` with the appliance's venv, the HTTP suite from this machine against <host>:8080 (the
-API is restarted with `systemctl restart firehose-api` before every cold sample), the ingester's counters from
-<host>:9101 (open to this machine by the test inventory's scraper allowlist).
+queries from `probe.py` with the appliance's venv, the HTTP suite from this machine against the host's Gunicorn on
+127.0.0.1:8080 through an SSH forward (the API is restarted with `systemctl restart firehose-api` before every
+cold sample; requests from the host's loopback are not rate-limited), the ingester's counters from its loopback
+:9101 over SSH. Commands run as root through sudo: the SSH login is the deploy user.
 """
 
 from __future__ import annotations
 
 import json
 import shlex
+import socket
 import subprocess
 import threading
 import time
@@ -33,7 +35,7 @@ from typing import Any
 
 from tests.validation import probe
 from tests.validation.day import Say
-from tests.validation.local import scrape
+from tests.validation.local import metric_total
 from tests.validation.procs import Processes, free_port, wait_for_http
 from tests.validation.report import machine_info
 from tests.validation.simulator import SimSpec, Simulator
@@ -46,6 +48,7 @@ HOST_DAY_PATH = (
     "the host's `firehose-api.service` (Gunicorn) at <host>:8080 for the HTTP suite; DuckDB on the host (the "
     "appliance venv) for the counts and the analytical queries.")
 REMOTE_PROBE = "/run/firehose-validation-probe.py"
+REDIS_ADMIN_URL_FILE = "/etc/redis/admin.url"
 REMOTE_ENV = "/run/firehose-validation.env"
 INGEST_DROPIN = "/run/systemd/system/firehose-ingest.service.d/validation.conf"
 TIMER_DROPIN = "/run/systemd/system/firehose-flush.timer.d/validation.conf"
@@ -75,25 +78,57 @@ def read_host_env(repo: Path) -> dict[str, str]:
 
 
 class Ssh:
-    """Commands on the test host over SSH (the key and options of tests/host/testhost.sh)."""
+    """Commands on the test host over SSH (the key and options of tests/host/testhost.sh), as root: the login is
+    the deploy user (root logins are off), every command runs through `sudo -n`. One shared connection
+    (ControlMaster), so the run stays under the firewall's per-address rate of new SSH connections."""
 
     def __init__(self, facts: dict[str, str]) -> None:
         self.ip = facts["TESTHOST_IP"]
-        self.base = ["ssh", "-i", facts["TESTHOST_SSH_KEY"], "-p", facts.get("TESTHOST_SSH_PORT", "22"),
-                     "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-                     "-o", "ConnectTimeout=5", "-o", "BatchMode=yes", f"{facts.get('TESTHOST_SSH_USER', 'root')}@"
-                     f"{self.ip}"]
+        user = facts.get("TESTHOST_SSH_USER", "deploy")
+        self.options = ["-i", facts["TESTHOST_SSH_KEY"], "-p", facts.get("TESTHOST_SSH_PORT", "22"),
+                        "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+                        "-o", "ConnectTimeout=5", "-o", "BatchMode=yes", "-o", "ControlMaster=auto",
+                        "-o", f"ControlPath=/tmp/firehose-validation-{self.ip}-%C", "-o", "ControlPersist=60"]
+        self.base = ["ssh", *self.options, f"{user}@{self.ip}"]
+        self.sudo = user != "root"
+        self._tunnels: list[subprocess.Popen] = []
+
+    def _remote(self, command: str) -> str:
+        return f"sudo -n sh -c {shlex.quote(command)}" if self.sudo else command
+
+    def forward(self, remote_port: int) -> int:
+        """A local port forwarded to 127.0.0.1:`remote_port` on the host (Gunicorn and the exporters listen on
+        loopback only); closed by `close`."""
+        local = free_port("127.0.0.1")
+        tunnel = subprocess.Popen(["ssh", *self.options, "-N", "-o", "ExitOnForwardFailure=yes",
+                                   "-L", f"127.0.0.1:{local}:127.0.0.1:{remote_port}", self.base[-1]],
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._tunnels.append(tunnel)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and tunnel.poll() is None:
+            with socket.socket() as probe_socket:
+                if probe_socket.connect_ex(("127.0.0.1", local)) == 0:
+                    return local
+            time.sleep(0.1)
+        raise HostUnavailable(f"the SSH forward to the host's 127.0.0.1:{remote_port} did not come up")
+
+    def close(self) -> None:
+        """Stop the forwards."""
+        for tunnel in self._tunnels:
+            tunnel.terminate()
+            tunnel.wait(10)
+        self._tunnels.clear()
 
     def run(self, command: str, check: bool = True, stdin: bytes | None = None, timeout: float = 600) -> str:
-        result = subprocess.run([*self.base, command], input=stdin, capture_output=True, timeout=timeout,
-                                check=False)
+        result = subprocess.run([*self.base, self._remote(command)], input=stdin, capture_output=True,
+                                timeout=timeout, check=False)
         if check and result.returncode != 0:
             raise RuntimeError(f"on the test host: `{command}` failed ({result.returncode}): "
                                f"{result.stderr.decode(errors='replace').strip()[-500:]}")
         return result.stdout.decode(errors="replace")
 
     def popen(self, command: str) -> subprocess.Popen:
-        return subprocess.Popen([*self.base, command], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        return subprocess.Popen([*self.base, self._remote(command)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.DEVNULL)
 
 
@@ -102,7 +137,7 @@ class HostApi:
 
     def __init__(self, ssh: Ssh, port: int) -> None:
         self.ssh = ssh
-        self.base_url = f"http://{ssh.ip}:{port}"
+        self.base_url = f"http://127.0.0.1:{ssh.forward(port)}"
 
     def restart(self) -> None:
         self.ssh.run("systemctl restart firehose-api.service")
@@ -130,6 +165,7 @@ class HostDayTarget:
         self._sampler: subprocess.Popen | None = None
         self._reader: threading.Thread | None = None
         self._hard_restart = False
+        self.admin_url = ""
 
     @classmethod
     def open(cls, repo: Path, logs: Path, say: Say) -> HostDayTarget:
@@ -142,6 +178,7 @@ class HostDayTarget:
                                   f"running ({exc}); `make host-status` shows why, `make host-up` boots it") from exc
         target.env = dict(line.split("=", 1) for line in target.ssh.run(
             "cat /etc/firehose/firehose.env").splitlines() if "=" in line and not line.startswith("#"))
+        target.admin_url = target.ssh.run(f"cat {REDIS_ADMIN_URL_FILE}").strip()
         target.ssh.run(f"cat > {REMOTE_PROBE}", stdin=Path(probe.__file__).read_bytes())
         return target
 
@@ -162,8 +199,9 @@ class HostDayTarget:
     def data_dir(self) -> str:
         return self.env.get("FIREHOSE_DATA_DIR", "/srv/firehose/data")
 
-    def redis_cli(self, args: str) -> str:
-        return self.ssh.run(f"redis-cli -u {shlex.quote(self.redis_url)} {args}").strip()
+    def redis_cli(self, args: str, check: bool = True) -> str:
+        """redis-cli as the Redis admin user (the app's user may not touch the cursor's fields this way)."""
+        return self.ssh.run(f"redis-cli --no-auth-warning -u {shlex.quote(self.admin_url)} {args}", check=check).strip()
 
     def start(self, sim_url: str, rewind_seconds: float, flush_interval: float) -> None:
         self.flush_note = self.flush_note.format(interval=f"{flush_interval:g}")
@@ -185,6 +223,7 @@ class HostDayTarget:
 
     def close(self) -> None:
         """Put the host back as provisioned (drop-ins removed, cursor restored, services restarted)."""
+        self.ssh.close()
         if self._sampler is not None:
             try:
                 self._sampler.stdin.close()  # type: ignore[union-attr]
@@ -198,7 +237,7 @@ class HostDayTarget:
         restore = (f"hset firehose:cursor time_us {int(self.saved_cursor)}" if self.saved_cursor
                    else "hdel firehose:cursor time_us")
         self.ssh.run("systemctl stop firehose-ingest.service", check=False)
-        self.ssh.run(f"redis-cli -u {shlex.quote(self.redis_url)} {restore}", check=False)
+        self.redis_cli(restore, check=False)
         self.ssh.run(f"rm -f {INGEST_DROPIN} {TIMER_DROPIN} {REMOTE_ENV} && systemctl daemon-reload && "
                      "systemctl restart firehose-flush.timer && systemctl start firehose-ingest.service", check=False)
         self.configured = False
@@ -235,7 +274,8 @@ class HostDayTarget:
 
     def ingest_duplicates(self) -> int:
         port = self.env.get("FIREHOSE_INGEST_METRICS_PORT", "9101")
-        return int(scrape(f"http://{self.ssh.ip}:{port}/metrics", "firehose_ingest_duplicates_total"))
+        page = self.ssh.run(f"curl -fsS --max-time 5 http://127.0.0.1:{port}/metrics", check=False)
+        return int(metric_total(page, "firehose_ingest_duplicates_total"))
 
     def ingester_alive(self) -> bool:
         return True  # systemd restarts it (Restart=always); a dead feed ends in the simulator's timeout

@@ -38,6 +38,11 @@ def scrape(url: str, metric: str) -> float:
             text = response.read().decode()
     except OSError:
         return 0.0
+    return metric_total(text, metric)
+
+
+def metric_total(text: str, metric: str) -> float:
+    """Sum of a metric's samples in the Prometheus text `text` (0 when it is missing)."""
     total = 0.0
     for line in text.splitlines():
         if line.startswith(metric) and (len(line) == len(metric) or line[len(metric)] in " {"):
