@@ -100,7 +100,10 @@ class Ssh:
         """A local port forwarded to 127.0.0.1:`remote_port` on the host (Gunicorn and the exporters listen on
         loopback only); closed by `close`."""
         local = free_port("127.0.0.1")
-        tunnel = subprocess.Popen(["ssh", *self.options, "-N", "-o", "ExitOnForwardFailure=yes",
+        # a connection of its own (ControlPath=none, first: ssh keeps the first value of an option): through the
+        # shared master, a forwarding client may hand the forward to the master and exit at once
+        tunnel = subprocess.Popen(["ssh", "-o", "ControlPath=none", *self.options, "-N",
+                                   "-o", "ExitOnForwardFailure=yes",
                                    "-L", f"127.0.0.1:{local}:127.0.0.1:{remote_port}", self.base[-1]],
                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self._tunnels.append(tunnel)
