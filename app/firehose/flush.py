@@ -270,6 +270,12 @@ def write_textfile_metrics(path: Path, result: FlushResult | None, unflushed: in
             per_table.labels(table).set(rows.get(table, 0))
         gauge("firehose_flush_last_bytes", "Parquet bytes written by the last run.",
               sum(b.bytes_written for b in result.batches))
+    if result is not None:
+        gauge("firehose_flush_last_indexed_posts", "Posts the last run added to the full-text index.",
+              sum(b.indexed for b in result.batches))
+        gauge("firehose_flush_last_unindexed_posts", "Posts the last run wrote to Parquet but not to the index "
+              "(a day without an index: `firehose reindex` builds it; searches scan it meanwhile).",
+              sum(b.rows.get("posts", 0) - b.indexed for b in result.batches))
     if unflushed is not None:
         gauge("firehose_flush_unflushed_events", "Events buffered but not yet in Parquet after the last run.",
               unflushed)

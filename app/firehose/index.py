@@ -33,6 +33,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import tantivy
+from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
 from firehose import storage
 from firehose.config import Settings
@@ -193,6 +194,33 @@ def verify(data_dir: Path, dates: Sequence[str] | None = None, *, force: bool = 
     return checks
 
 
+def index_bytes(data_dir: Path) -> int:
+    """Bytes of every day's index."""
+    root = index_root(data_dir)
+    return sum(f.stat().st_size for f in root.rglob("*") if f.is_file()) if root.is_dir() else 0
+
+
+def write_metrics(path: Path, data_dir: Path, checks: Sequence[DayCheck]) -> None:
+    """The index's health in the node_exporter textfile format (atomically): size, days, days and posts that the
+    index does not cover (the lag the API scans instead), after `checks` (a verify run)."""
+    registry = CollectorRegistry()
+
+    def gauge(name: str, doc: str, value: float) -> None:
+        Gauge(name, doc, registry=registry).set(value)
+
+    gauge("firehose_index_last_verify_timestamp_seconds", "When `firehose reindex` last checked the index.",
+          time.time())
+    gauge("firehose_index_bytes", "Bytes of the full-text index (all days).", index_bytes(data_dir))
+    gauge("firehose_index_days", "Days with posts.", len(checks))
+    gauge("firehose_index_days_out_of_sync", "Days whose index does not hold exactly their Parquet rows.",
+          sum(c.docs != c.rows for c in checks))
+    gauge("firehose_index_unindexed_posts", "Posts in Parquet but not in the index (searched by scanning).",
+          sum(max(0, c.rows - (c.docs or 0)) for c in checks))
+    gauge("firehose_index_last_rebuilt_days", "Days the last check rebuilt.", sum(c.rebuilt for c in checks))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_to_textfile(str(path), registry)
+
+
 def needle_query(needle: Needle) -> tantivy.Query:
     """The index query of one needle: a term, a prefix, or a phrase of consecutive tokens."""
     if needle.prefix:
@@ -273,6 +301,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     force = bool(args.dates) or args.all
     checks = verify(settings.data_dir, args.dates, force=force)
+    if settings.index_metrics_file and not args.dates:
+        write_metrics(settings.index_metrics_file, settings.data_dir, checks)
     rebuilt = [c for c in checks if c.rebuilt]
     log.info("checked %d days, rebuilt %d (%s)", len(checks), len(rebuilt),
              ", ".join(f"{c.date}={c.docs}" for c in rebuilt) or "none needed")
