@@ -2,9 +2,11 @@
 
 Layout: `<data_dir>/index/date=YYYY-MM-DD/` (a tantivy directory). Each document is one row of the day's `posts`
 Parquet files and holds only what finds rows: `text` (the post's `matching.tokens`, with positions, for words,
-prefixes, phrases and CJK bigrams), `time_us` (a fast field: order and time ranges) and `batch` (the name of the
-Parquet file the row is in). A search asks the index for the event times of matching posts, newest first, and
-reads those rows from the day's Parquet (`search.Searcher`).
+prefixes, phrases and CJK bigrams), `time_us` (a fast field: order and time ranges), `uri_key` (a fast field: a
+64-bit hash of the URI, `uri_key()`, which tells the matching post from others at the same time) and `batch`
+(the name of the Parquet file the row is in). A search asks the index for the (time, uri_key) of matching posts,
+newest first, and reads the rows at those times from the day's Parquet, keeping the ones whose key matches
+(`search.Searcher`): the text is never read to answer from the index.
 
 How it stays complete:
 - the flush adds each batch's posts to their day's index right after the batch's files are renamed, under the
@@ -21,6 +23,7 @@ How it stays complete:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import os
 import shutil
@@ -29,6 +32,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -52,6 +56,7 @@ def build_schema() -> tantivy.Schema:
     builder.add_text_field("text", tokenizer_name="whitespace", index_option="position")
     builder.add_text_field("batch", tokenizer_name="raw", index_option="basic")
     builder.add_integer_field("time_us", fast=True, indexed=False)
+    builder.add_integer_field("uri_key", fast=True, indexed=False)
     return builder.build()
 
 
@@ -76,9 +81,15 @@ def indexed_dates(data_dir: Path) -> list[str]:
     return sorted((m.group(1) for p in root.iterdir() if (m := storage.DATE_RE.match(p.name))), reverse=True)
 
 
+def uri_key(uri: str) -> int:
+    """A post's key in the index: the first 8 bytes of the BLAKE2b hash of its URI, as a signed integer."""
+    return int.from_bytes(hashlib.blake2b(uri.encode(), digest_size=8).digest(), "little", signed=True)
+
+
 def _documents(table: pa.Table | pa.RecordBatch, batch: str) -> Iterator[tantivy.Document]:
-    for time_us, text in zip(table.column("time_us").to_pylist(), table.column("text").to_pylist(), strict=True):
-        yield tantivy.Document(text=index_text(text), time_us=time_us, batch=batch)
+    columns = (table.column("time_us").to_pylist(), table.column("text").to_pylist(), table.column("uri").to_pylist())
+    for time_us, text, uri in zip(*columns, strict=True):
+        yield tantivy.Document(text=index_text(text), time_us=time_us, uri_key=uri_key(uri), batch=batch)
 
 
 def _writer(index: tantivy.Index) -> tantivy.IndexWriter:
@@ -112,7 +123,7 @@ def _build(target: Path, files: Sequence[Path]) -> int:
     count = 0
     for file in files:
         parquet = pq.ParquetFile(file)
-        for batch in parquet.iter_batches(batch_size=READ_BATCH_ROWS, columns=["time_us", "text"]):
+        for batch in parquet.iter_batches(batch_size=READ_BATCH_ROWS, columns=["time_us", "text", "uri"]):
             for doc in _documents(batch, file.name):
                 writer.add_document(doc)
             count += batch.num_rows
@@ -238,17 +249,34 @@ def text_query(needles: Sequence[Needle], low: int, high: int) -> tantivy.Query:
     return tantivy.Query.boolean_query(parts)
 
 
-def matching_times(searcher: tantivy.Searcher, needles: Sequence[Needle], low: int, high: int, limit: int, *,
-                   latest: bool) -> tuple[list[int], bool]:
-    """The distinct event times of up to `limit` posts matching `needles` in [low, high), in sort order, and
-    whether that was all of them."""
+Hit = tuple[int, int]  # (time_us, uri_key) of a matching post
+
+
+def matching_posts(searcher: tantivy.Searcher, needles: Sequence[Needle], low: int, high: int, limit: int, *,
+                   latest: bool) -> tuple[list[Hit], bool]:
+    """(time_us, uri_key) of about `limit` posts matching `needles` in [low, high) (fewer when there are no
+    more), in sort order of time, and whether that was all of them. Every match at the last time returned is
+    included, so the next call can start past that time."""
     if high <= low:
         return [], True
     order = tantivy.Order.Desc if latest else tantivy.Order.Asc
-    hits = searcher.search(text_query(needles, low, high), limit=limit, count=False, order_by_field="time_us",
-                           order=order).hits
-    times = list(dict.fromkeys(int(value) for value, _ in hits))
-    return times, len(hits) < limit
+    found = searcher.search(text_query(needles, low, high), limit=limit, count=False, order_by_field="time_us",
+                            order=order).hits
+    if len(found) < limit:
+        return _hits(searcher, found), True
+    last = int(found[-1][0])  # the limit may have cut the matches at this time short: take them all
+    found = [h for h in found if int(h[0]) != last]
+    found += searcher.search(text_query(needles, last, last + 1), limit=1_000_000, count=False).hits
+    return _hits(searcher, found), False
+
+
+def _hits(searcher: tantivy.Searcher, found: list[tuple[Any, tantivy.DocAddress]]) -> list[Hit]:
+    addresses = [address for _, address in found]
+    if not addresses:
+        return []
+    times = cast(list[int], searcher.fast_field_values("time_us", addresses))  # i64 fields: ints
+    keys = cast(list[int], searcher.fast_field_values("uri_key", addresses))
+    return list(zip(times, keys, strict=True))
 
 
 class Indexes:

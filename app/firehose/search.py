@@ -40,7 +40,7 @@ from firehose.database import Database, Watchdog
 from firehose.filters import Filters, order_by, where_clause
 from firehose.hiding import HiddenSet, Hiding
 from firehose.hot import HotSnapshot, HotTier
-from firehose.index import Indexes, matching_times
+from firehose.index import Hit, Indexes, matching_posts, uri_key
 from firehose.matching import Needle, matches, needles_of
 from firehose.params import EPOCH, Position, SearchQuery
 from firehose.serving import HOT_VIEW, hot_view
@@ -312,14 +312,18 @@ class Searcher:
         """The first `need` servable keys of one indexed day within `span`: the index gives the times of matching
         posts in sort order; the rows at those times are read, checked and filtered like scanned ones."""
         files = indexed[1]
-        where, params = where_clause(filters.without_text(), after)
+        rest = filters.without_text()
+        where, params = where_clause(rest, after)
         keys: list[Key] = []
-        for times in self._index_rounds(indexed[0], filters, span, need):
+        for hits in self._index_rounds(indexed[0], filters, span, need):
+            times = sorted({t for t, _ in hits})
             found = cur.execute(
-                f"SELECT {_key_select(filters)} FROM read_parquet(?, hive_partitioning = false) WHERE time_us >= ? "
+                f"SELECT {_key_select(rest)} FROM read_parquet(?, hive_partitioning = false) WHERE time_us >= ? "
                 f"AND time_us <= ? AND time_us IN (SELECT unnest(?::BIGINT[])) AND {where} "
-                f"ORDER BY {order_by(filters.sort)}", [files, min(times), max(times), times, *params]).fetchall()
-            keys += [(r[0], r[1], tuple(files)) for r in view.keep(_matching(found, filters.needles), hot=False)]
+                f"ORDER BY {order_by(filters.sort)}", [files, times[0], times[-1], times, *params]).fetchall()
+            wanted = set(hits)
+            found = [r for r in found if (r[0], uri_key(r[1])) in wanted]
+            keys += [(r[0], r[1], tuple(files)) for r in view.keep(found, hot=False)]
             if len(keys) >= need:
                 return keys[:need]
             if dog.fired:
@@ -327,23 +331,23 @@ class Searcher:
         return keys
 
     @staticmethod
-    def _index_rounds(searcher: Any, filters: Filters, span: tuple[int, int], need: int) -> Iterator[list[int]]:
-        """Event times of matching posts in sort order, round after round (each asks for INDEX_GROWTH times more
-        hits than the last), until the index has no more. A round's last time may hold more matching posts than
-        the index returned: the caller reads every row at each time, and the next round starts past it."""
+    def _index_rounds(searcher: Any, filters: Filters, span: tuple[int, int], need: int) -> Iterator[list[Hit]]:
+        """(time_us, uri_key) of matching posts in sort order of time, round after round (each asks for
+        INDEX_GROWTH times more than the last), until the index has no more; a round holds every match at each
+        of its times, and the next one starts past them."""
         latest = filters.sort == "latest"
         low, high = span
         limit = max(2 * need, INDEX_FIRST_HITS)
         while low < high:
-            times, complete = matching_times(searcher, filters.needles, low, high, limit, latest=latest)
-            if times:
-                yield times
-            if complete or not times:
+            hits, complete = matching_posts(searcher, filters.needles, low, high, limit, latest=latest)
+            if hits:
+                yield hits
+            if complete or not hits:
                 return
             if latest:
-                high = times[-1]
+                high = min(t for t, _ in hits)
             else:
-                low = times[-1] + 1
+                low = max(t for t, _ in hits) + 1
             limit *= INDEX_GROWTH
 
     def _scan_keys(self, cur: duckdb.DuckDBPyConnection, view: View, filters: Filters, after: Position | None,
@@ -489,16 +493,20 @@ class Searcher:
         files = indexed[1]
         where, params = where_clause(filters.without_text(), None)
         left = max_rows
-        for times in self._index_rounds(indexed[0], filters, span, min(max_rows, EXPORT_BATCH_ROWS)):
+        for hits in self._index_rounds(indexed[0], filters, span, min(max_rows, EXPORT_BATCH_ROWS)):
             if dogs[0].fired:
                 raise _BudgetSpent
+            times = sorted({t for t, _ in hits})
             table = cur.sql(
                 f"SELECT {_EXPORT_SELECT} FROM read_parquet(?, hive_partitioning = false) WHERE time_us >= ? "
                 f"AND time_us <= ? AND time_us IN (SELECT unnest(?::BIGINT[])) AND {where} "
-                f"ORDER BY {order_by(filters.sort)}", params=[files, min(times), max(times), times, *params],
+                f"ORDER BY {order_by(filters.sort)}", params=[files, times[0], times[-1], times, *params],
             ).to_arrow_table()
+            wanted = set(hits)
             for batch in table.to_batches(EXPORT_BATCH_ROWS):
-                kept = view.keep_batch(_matching_batch(batch, filters.needles), hot=False).slice(0, left)
+                keys = zip(batch.column("time_us").to_pylist(), batch.column("uri").to_pylist(), strict=True)
+                mask = pa.array([(t, uri_key(u)) in wanted for t, u in keys], pa.bool_())
+                kept = view.keep_batch(batch.filter(mask), hot=False).slice(0, left)
                 left -= kept.num_rows
                 if kept.num_rows:
                     yield kept

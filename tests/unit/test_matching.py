@@ -151,12 +151,12 @@ def test_index_and_scan_match_the_rules_on_thousands_of_queries(corpus: tuple[Pa
         if not filters.needles:
             continue
         low, high = filters.since_us or 0, filters.until_us or OPEN_END
-        hit_times: set[int] = set()
+        hits: set[tuple[int, int]] = set()
         for searcher in searchers:
-            found, complete = index.matching_times(searcher, filters.needles, low, high, 100_000, latest=True)
+            found, complete = index.matching_posts(searcher, filters.needles, low, high, 100_000, latest=True)
             assert complete
-            hit_times.update(found)
-        assert hit_times == {r["time_us"] for r in want}, filters
+            hits.update(found)
+        assert hits == {(r["time_us"], index.uri_key(r["uri"])) for r in want}, filters
         where, params = where_clause(filters, None)
         candidates = con.execute(f"SELECT uri, text FROM read_parquet(?) WHERE {where}", [files, *params]).fetchall()
         assert sorted(u for u, t in candidates if matches(filters.needles, t)) == sorted(r["uri"] for r in want), \
@@ -241,3 +241,25 @@ def test_re2_literal_matches_every_punctuation_literally() -> None:
     con = duckdb.connect()
     hit = con.execute("SELECT regexp_matches(?, ?)", ["x" + text.upper() + "y", "(?i)" + re2_literal(text)])
     assert hit.fetchall() == [(True,)]
+
+
+def test_index_rounds_cut_at_a_time_keep_every_match_at_that_time(corpus: tuple[Path, Path, list[dict]]) -> None:
+    """Small rounds over posts that share their time: each round ends with every match at its last time, and the
+    rounds together are exactly the matches (the boundary the search's growing rounds rely on)."""
+    indexed, _, rows = corpus
+    needles = needles_of("cat", ("cat",), False)[0]
+    want = {(r["time_us"], index.uri_key(r["uri"])) for r in rows if needles[0].found_in(r["tokens"])}
+    for latest in (True, False):
+        got: list[tuple[int, int]] = []
+        for day in (DAY1, DAY2):
+            searcher = index.Indexes(indexed).searcher(day, index.parquet_rows(indexed, day))
+            low, high = 0, OPEN_END
+            while True:
+                hits, complete = index.matching_posts(searcher, needles, low, high, 3, latest=latest)
+                assert not set(hits) & set(got)
+                got += hits
+                if complete:
+                    break
+                low, high = (low, min(t for t, _ in hits)) if latest else (max(t for t, _ in hits) + 1, high)
+        assert set(got) == want and len(got) == len(want)
+    assert len({t for t, _ in want}) < len(want)  # the corpus has matches sharing a time
