@@ -218,6 +218,8 @@ def test_textfile_metrics_are_written(redis_server: RedisServer, tmp_path: Path)
     assert samples["firehose_flush_last_run_success", ()] == 1
     assert samples["firehose_flush_last_events", ()] == 10
     assert samples["firehose_flush_unflushed_events", ()] == 0
+    assert (samples["firehose_flush_last_indexed_posts", ()], samples["firehose_flush_last_unindexed_posts", ()]) \
+        == (1, 0)
     succeeded_at = samples["firehose_flush_last_success_timestamp_seconds", ()]
     assert succeeded_at == samples["firehose_flush_last_run_timestamp_seconds", ()] > 0
 
@@ -233,7 +235,7 @@ FLUSH_GAUGES = (
     "firehose_flush_last_run_timestamp_seconds", "firehose_flush_last_success_timestamp_seconds",
     "firehose_flush_last_run_success", "firehose_flush_last_duration_seconds", "firehose_flush_last_batch_max_seconds",
     "firehose_flush_last_events", "firehose_flush_last_duplicates", "firehose_flush_last_bytes",
-    "firehose_flush_unflushed_events",
+    "firehose_flush_unflushed_events", "firehose_flush_last_indexed_posts", "firehose_flush_last_unindexed_posts",
 )
 
 

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 
 from firehose import index, storage
 from firehose.buffer import Buffer
@@ -79,8 +80,13 @@ def test_a_missing_index_is_scanned_meanwhile_and_rebuilt(redis_server: RedisSer
     Flusher(settings, buffer).run_once()
     assert index.doc_count(data, DAY) is None
     assert found(searcher, "coffee")[0] == "more coffee"
-    done = run_stage(["reindex"], stage_env(redis_server.url, data))
+    metrics = tmp_path / "textfile" / "firehose_index.prom"
+    done = run_stage(["reindex"], stage_env(redis_server.url, data, FIREHOSE_INDEX_METRICS_FILE=str(metrics)))
     assert done.returncode == 0, done.stderr
+    samples = {s.name: s.value for f in text_string_to_metric_families(metrics.read_text()) for s in f.samples}
+    assert samples["firehose_index_days"] == 1 and samples["firehose_index_last_rebuilt_days"] == 1
+    assert samples["firehose_index_days_out_of_sync"] == samples["firehose_index_unindexed_posts"] == 0
+    assert samples["firehose_index_bytes"] == index.index_bytes(data) > 0
     assert index.doc_count(data, DAY) == index.parquet_rows(data, DAY) == len(TEXTS) + 1
     assert searcher.day_index(DAY) is not None
     assert found(searcher, "coffee") == ["more coffee", "decaf coffee?", "Coffee first, then #coffee"]
