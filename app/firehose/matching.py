@@ -62,15 +62,17 @@ def _mark_ranges() -> list[tuple[int, int]]:
 
 
 # A token run: letters and digits (Python's \w without `_` is exactly categories L and N) and combining marks.
-_RUN_RE = re.compile(rf"(?:[^\W_]|[{_char_class(_mark_ranges())}])+")
+_MARKS = _char_class(_mark_ranges())
+_RUN_RE = re.compile(rf"(?:[^\W_]|[{_MARKS}])+")
+_ALNUM_RUN_RE = re.compile(r"[^\W_]+")  # the same runs for ASCII text (no marks; three times faster)
 _CJK_RE = re.compile(f"[{_char_class(CJK_RANGES)}]+")
-_PLAIN_RE = re.compile(r"[^\W_]+")  # a token that can carry a prefix mark: letters and digits only
+_PLAIN_RE = _ALNUM_RUN_RE  # a token that can carry a prefix mark: letters and digits only
 _RE2_PUNCTUATION = frozenset(string.punctuation)
 
 
 def fold(text: str) -> str:
     """The lower case of `text` (`UNFOLDED` characters kept), final sigma as plain sigma (`ΟΔΟΣ` = `οδοσ` = `οδος`)."""
-    if not UNFOLDED.intersection(text):
+    if "\u0130" not in text:  # the one UNFOLDED character
         return text.lower().replace("\u03c2", "\u03c3")
     return "".join(ch if ch in UNFOLDED else ch.lower() for ch in text).replace("\u03c2", "\u03c3")
 
@@ -79,6 +81,8 @@ def tokens(text: str | None) -> list[str]:
     """The tokens of `text` in order (the module docstring says what they are)."""
     if not text:
         return []
+    if text.isascii():
+        return _ALNUM_RUN_RE.findall(text.lower())
     runs = _RUN_RE.findall(fold(text))
     if not _CJK_RE.search(text):
         return runs
