@@ -220,7 +220,13 @@ class Flusher:
         how many were indexed. A day with other posts files but no index is left to `firehose reindex`."""
         started = time.monotonic()
         alone = [f.name for f in storage.partition_files(self.data_dir, "posts", date)] == [name]
-        if not index.add_batch(self.data_dir, date, name, posts, create=alone):
+        try:
+            updated = index.add_batch(self.data_dir, date, name, posts, create=alone)
+        except (ValueError, OSError) as exc:  # the Parquet is what counts: a broken index must not stop the flush
+            log.warning("posts of %s are not indexed: the day's index failed (%s); `firehose reindex --date %s` "
+                        "rebuilds it, and searches scan that day meanwhile", date, exc, date)
+            return 0
+        if not updated:
             log.warning("posts of %s are not indexed: the day has no index yet; `firehose reindex` (the compaction "
                         "timer) builds it, and searches scan that day meanwhile", date)
             return 0

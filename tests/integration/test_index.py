@@ -132,3 +132,20 @@ def test_compaction_rebuilds_and_swaps_the_day_index(redis_server: RedisServer, 
     append(buffer, post_events(["late coffee"], first=20))
     Flusher(settings, buffer).run_once()
     assert index.doc_count(data, DAY) == index.parquet_rows(data, DAY) == len(TEXTS) + 1
+
+
+def test_a_broken_index_never_stops_the_flush(redis_server: RedisServer, tmp_path: Path) -> None:
+    settings = settings_for(redis_server, tmp_path / "data")
+    buffer = Buffer.connect(settings)
+    append(buffer, post_events(TEXTS))
+    Flusher(settings, buffer).run_once()
+    data = settings.data_dir
+    (index.day_dir(data, DAY) / "meta.json").write_text("not json")
+    append(buffer, post_events(["more coffee"], first=10))
+    result = Flusher(settings, buffer).run_once()
+    assert result.rows()["posts"] == 1 and sum(b.indexed for b in result.batches) == 0
+    searcher = Searcher(search_settings(data))
+    assert searcher.day_index(DAY) is None  # unreadable: scanned
+    assert found(searcher, "coffee")[0] == "more coffee"
+    assert [(c.rebuilt, c.docs) for c in index.verify(data)] == [(True, len(TEXTS) + 1)]
+    assert searcher.day_index(DAY) is not None
