@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from firehose import index, storage
 from firehose.buffer import Buffer
 from firehose.compact import Compactor
+from firehose.config import Settings
 from firehose.filters import Filters
 from firehose.flush import Flusher
 from firehose.matching import needles_of
@@ -44,6 +45,15 @@ def post_events(texts: list[str], first: int = 0) -> list[bytes]:
     return out
 
 
+def flushed_texts(redis_server: RedisServer, tmp_path: Path) -> tuple[Settings, Buffer]:
+    """TEXTS flushed in one batch into `tmp_path/data` (indexed by the flush); the settings and the buffer."""
+    settings = settings_for(redis_server, tmp_path / "data")
+    buffer = Buffer.connect(settings)
+    append(buffer, post_events(TEXTS))
+    Flusher(settings, buffer).run_once()
+    return settings, buffer
+
+
 def found(searcher: Searcher, text: str) -> list[str]:
     needles, _ = needles_of(text, tuple(text.split()), False)
     return [r["text"] for r in searcher.search(Filters(needles=needles), 50, None, cap=1000).rows]
@@ -66,10 +76,7 @@ def test_the_flush_indexes_each_batch_and_search_uses_it(redis_server: RedisServ
 
 
 def test_a_missing_index_is_scanned_meanwhile_and_rebuilt(redis_server: RedisServer, tmp_path: Path) -> None:
-    settings = settings_for(redis_server, tmp_path / "data")
-    buffer = Buffer.connect(settings)
-    append(buffer, post_events(TEXTS))
-    Flusher(settings, buffer).run_once()
+    settings, buffer = flushed_texts(redis_server, tmp_path)
     data = settings.data_dir
     shutil.rmtree(index.day_dir(data, DAY))
     searcher = Searcher(search_settings(data))
@@ -135,10 +142,7 @@ def test_compaction_rebuilds_and_swaps_the_day_index(redis_server: RedisServer, 
 
 
 def test_a_broken_index_never_stops_the_flush(redis_server: RedisServer, tmp_path: Path) -> None:
-    settings = settings_for(redis_server, tmp_path / "data")
-    buffer = Buffer.connect(settings)
-    append(buffer, post_events(TEXTS))
-    Flusher(settings, buffer).run_once()
+    settings, buffer = flushed_texts(redis_server, tmp_path)
     data = settings.data_dir
     (index.day_dir(data, DAY) / "meta.json").write_text("not json")
     append(buffer, post_events(["more coffee"], first=10))
