@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "ingest": ("firehose.ingest", "read Jetstream into the Redis Stream buffer"),
     "flush": ("firehose.flush", "move buffered events into date-partitioned Parquet"),
     "compact": ("firehose.compact", "merge a finished day's Parquet files into a few large sorted files"),
+    "reindex": ("firehose.index", "rebuild the full-text index of days that lack it or disagree with the Parquet"),
     "dev": ("firehose.devstack", "run the whole pipeline on this machine (what `make run` starts)"),
 }
 

@@ -13,11 +13,8 @@ while it is being replaced.
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
 import datetime as dt
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -25,16 +22,15 @@ from pathlib import Path
 
 import duckdb
 
-from firehose import storage
+from firehose import index, storage
 from firehose.config import Settings
 from firehose.faults import Failpoint, Failpoints
 from firehose.schema import TABLES
+from firehose.storage import exchange
 
 log = logging.getLogger("firehose.compact")
 
 COMPACT_PREFIX = "compact-"
-RENAME_EXCHANGE = 2
-AT_FDCWD = -100
 
 
 @dataclass
@@ -47,15 +43,6 @@ class CompactResult:
     files_after: int
     rows: int
     seconds: float
-
-
-def exchange(a: Path, b: Path) -> None:
-    """Atomically swap two paths on the same filesystem (Linux renameat2 with RENAME_EXCHANGE)."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    rc = libc.renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE)
-    if rc != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"renameat2(RENAME_EXCHANGE) {a} <-> {b}: {os.strerror(err)}")
 
 
 def needs_compaction(files: list[Path]) -> bool:
@@ -113,6 +100,8 @@ class Compactor:
         self.faults.reached(Failpoint.COMPACT_AFTER_EXCHANGE)
         files_after = len(list(live.glob("*.parquet")))
         shutil.rmtree(work)
+        if table == "posts":  # the day's index, rebuilt from the new files and swapped in the same way
+            index.rebuild(self.data_dir, date)
         result = CompactResult(table, date, len(files), files_after, rows, time.monotonic() - started)
         log.info("compacted %s date=%s: %d files -> %d, %d rows in %.1fs", table, date, result.files_before,
                  result.files_after, rows, result.seconds)
@@ -167,12 +156,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Compact and log what was done."""
-    for date in args.dates or []:
-        try:
-            dt.date.fromisoformat(date)
-        except ValueError:
-            log.error("--date %r is not a YYYY-MM-DD date", date)
-            return 2
+    bad = storage.bad_date(args.dates)
+    if bad is not None:
+        log.error("--date %r is not a YYYY-MM-DD date", bad)
+        return 2
     compactor = Compactor(settings, memory_limit=args.memory_limit)
     results = compactor.run(args.dates, grace=dt.timedelta(hours=args.grace_hours))
     log.info("compacted %d partitions", len(results))

@@ -118,6 +118,12 @@ class Settings:
         None,
         "node_exporter textfile-collector file for flush metrics (e.g. .../textfile/firehose_flush.prom).",
     )
+    index_metrics_file: Path | None = _setting(
+        "FIREHOSE_INDEX_METRICS_FILE",
+        None,
+        "node_exporter textfile-collector file for the full-text index metrics written by `firehose reindex` "
+        "(size, days, posts not indexed; e.g. .../textfile/firehose_index.prom).",
+    )
 
     # API
     api_page_size: int = _setting("FIREHOSE_API_PAGE_SIZE", 50, "Results per /search page.")

@@ -41,6 +41,11 @@ class Failpoint(enum.Enum):
         "flush.after_rename",
         "a batch with some files renamed into place is redone, overwriting them under the same names",
     )
+    FLUSH_AFTER_INDEX = (
+        "flush.after_index",
+        "a batch whose posts are committed to the day's index but not acknowledged is redone without doubling "
+        "index documents",
+    )
     FLUSH_BEFORE_COMMIT = (
         "flush.before_commit",
         "a batch whose files are all in place but not acknowledged is redone without doubling rows",

@@ -1,17 +1,19 @@
 """Filters: what a search matches, and the one translation of it into SQL.
 
-`Filters` is a `SearchQuery` with handles resolved to DIDs and needles lower-cased. `where_clause` turns it into
-fixed SQL fragments and bound parameters; the same clause runs over the Parquet files and over the hot tier (an
-Arrow table of the posts still in the buffer), so both are matched by exactly the same rules. Every user value is
-a bound parameter.
+`Filters` is a `SearchQuery` with handles resolved to DIDs and the text turned into `matching.Needle`s.
+`where_clause` turns it into fixed SQL fragments and bound parameters; the same clause runs over the Parquet files
+and over the hot tier (an Arrow table of the posts still in the buffer). For the text it is only a pre-filter
+(each needle's tokens as case-insensitive RE2 literals): the rows it lets through are checked by
+`matching.matches`, the one definition of a word match, which the full-text index implements too. Every user
+value is a bound parameter.
 """
 
 from __future__ import annotations
 
-import string
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from firehose.matching import Needle
 from firehose.params import Position
 
 # Host of a URL (scheme://[userinfo@]host[:port]...). A constant: a regex passed as a parameter is slow.
@@ -20,9 +22,9 @@ _HOST_RE_SQL = r"'^[A-Za-z][A-Za-z0-9+.-]*://(?:[^/?#@]*@)?([^/?#:]+)'"
 
 @dataclass(frozen=True)
 class Filters:
-    """What the SQL filters on: a `SearchQuery` with handles resolved to DIDs and needles lower-cased."""
+    """What a search filters on: a `SearchQuery` with handles resolved to DIDs and its text as needles."""
 
-    needles: tuple[str, ...] = ()
+    needles: tuple[Needle, ...] = ()
     author_did: str | None = None
     since_us: int | None = None
     until_us: int | None = None
@@ -33,13 +35,9 @@ class Filters:
     tags: tuple[str, ...] = ()
     sort: str = "latest"
 
-
-_RE2_PUNCTUATION = frozenset(string.punctuation)
-
-
-def re2_literal(text: str) -> str:
-    """`text` as an RE2 pattern matching exactly itself (every ASCII punctuation escaped; %, _ and \\ too)."""
-    return "".join("\\" + ch if ch in _RE2_PUNCTUATION else ch for ch in text)
+    def without_text(self) -> Filters:
+        """These filters without the needles (what is left once the index has matched the text)."""
+        return replace(self, needles=())
 
 
 def where_clause(filters: Filters, after: Position | None) -> tuple[str, list[Any]]:
@@ -47,10 +45,11 @@ def where_clause(filters: Filters, after: Position | None) -> tuple[str, list[An
     conds: list[str] = []
     params: list[Any] = []
     for needle in filters.needles:
-        # RE2's case-insensitive match of an escaped literal: Unicode-aware like lower(), ~40% cheaper per row
-        # (it folds while it scans instead of building a lower-cased copy of every text)
-        conds.append("regexp_matches(text, ?)")
-        params.append("(?i)" + re2_literal(needle))
+        # a pre-filter: RE2's case-insensitive match of each token (folds while it scans, no lower-cased copy);
+        # the rows it keeps are checked token by token with `matching.matches`
+        for pattern in needle.prefilter():
+            conds.append("regexp_matches(text, ?)")
+            params.append(pattern)
     if filters.author_did is not None:
         conds.append("did = ?")
         params.append(filters.author_did)

@@ -30,7 +30,7 @@ import pyarrow as pa
 from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 from prometheus_client.parser import text_string_to_metric_families
 
-from firehose import storage
+from firehose import index, storage
 from firehose.buffer import SEPARATOR, Buffer, Entry, id_ms, id_tuple, split_events
 from firehose.config import Settings
 from firehose.faults import Failpoint, Failpoints
@@ -52,6 +52,7 @@ class BatchResult:
     files: list[Path] = field(default_factory=list)
     bytes_written: int = 0
     raw_bytes: int = 0
+    indexed: int = 0
     seconds: float = 0.0
 
 
@@ -202,6 +203,9 @@ class Flusher:
             batch.rows[table] += arrow_table.num_rows
             batch.files.append(path)
             self.faults.reached(Failpoint.FLUSH_AFTER_RENAME)
+        for (table, date), arrow_table in sorted(tables.items()):
+            if table == "posts":
+                batch.indexed += self._index(date, name, arrow_table)
         self.faults.reached(Failpoint.FLUSH_BEFORE_COMMIT)
         self.buffer.commit_batch([eid for eid, _ in entries], batch.events, self._trim_below(last))
         self.faults.reached(Failpoint.FLUSH_AFTER_COMMIT)
@@ -210,6 +214,25 @@ class Flusher:
                  last.decode(), batch.events, batch.duplicates, len(batch.files), batch.bytes_written / 1024,
                  batch.seconds)
         return batch
+
+    def _index(self, date: str, name: str, posts: pa.Table) -> int:
+        """Add a batch's posts of one day to that day's full-text index (replacing an earlier attempt's); returns
+        how many were indexed. A day with other posts files but no index is left to `firehose reindex`."""
+        started = time.monotonic()
+        alone = [f.name for f in storage.partition_files(self.data_dir, "posts", date)] == [name]
+        try:
+            updated = index.add_batch(self.data_dir, date, name, posts, create=alone)
+        except (ValueError, OSError) as exc:  # the Parquet is what counts: a broken index must not stop the flush
+            log.warning("posts of %s are not indexed: the day's index failed (%s); `firehose reindex --date %s` "
+                        "rebuilds it, and searches scan that day meanwhile", date, exc, date)
+            return 0
+        if not updated:
+            log.warning("posts of %s are not indexed: the day has no index yet; `firehose reindex` (the compaction "
+                        "timer) builds it, and searches scan that day meanwhile", date)
+            return 0
+        self.faults.reached(Failpoint.FLUSH_AFTER_INDEX)
+        log.debug("indexed %d posts of %s in %.2fs", posts.num_rows, date, time.monotonic() - started)
+        return posts.num_rows
 
     def _trim_below(self, last: bytes) -> bytes | None:
         """The MINID to trim to: behind this batch, behind anything still pending, and keeping a recent tail."""
@@ -253,6 +276,12 @@ def write_textfile_metrics(path: Path, result: FlushResult | None, unflushed: in
             per_table.labels(table).set(rows.get(table, 0))
         gauge("firehose_flush_last_bytes", "Parquet bytes written by the last run.",
               sum(b.bytes_written for b in result.batches))
+    if result is not None:
+        gauge("firehose_flush_last_indexed_posts", "Posts the last run added to the full-text index.",
+              sum(b.indexed for b in result.batches))
+        gauge("firehose_flush_last_unindexed_posts", "Posts the last run wrote to Parquet but not to the index "
+              "(a day without an index: `firehose reindex` builds it; searches scan it meanwhile).",
+              sum(b.rows.get("posts", 0) - b.indexed for b in result.batches))
     if unflushed is not None:
         gauge("firehose_flush_unflushed_events", "Events buffered but not yet in Parquet after the last run.",
               unflushed)

@@ -87,8 +87,9 @@ _BOOLEAN = {"type": "string", "enum": [v for pair in zip(BOOL_TRUE, BOOL_FALSE, 
             "default": "false"}
 
 PARAMETERS: tuple[Parameter, ...] = (
-    Parameter(("text", "q"), "text", "Words that must all occur (case-insensitive substring, any script); with "
-              "exact=true the whole phrase. %, _ and \\ are literal.", _text_schema),
+    Parameter(("text", "q"), "text", "Words that must all occur as whole words (case-insensitive, any script; "
+              "word* a prefix; CJK by substrings of 2+ characters); with exact=true the whole phrase, its words in "
+              "a row. See Matching in docs/api.md.", _text_schema),
     Parameter(("username", "author"), "author", "Author handle or DID.", _IDENT),
     Parameter(("start", "since"), "since", "Earliest event time (inclusive): ISO date (start of day, UTC) or "
               "datetime.", _WHEN),

@@ -1,15 +1,20 @@
 """Search and export: a validated `SearchQuery` becomes `Filters`, then SQL over the posts the catalog points at.
 
-- `Searcher.filters(query, did_for)` translates a `SearchQuery` into the `Filters` the SQL uses: handles resolved
-  to DIDs (through `identity.IdentityResolver.did_for`), needles and tags lower-cased the way DuckDB folds text,
-  and warnings when a handle cannot be resolved (then nothing can match).
+- `Searcher.filters(query, did_for)` translates a `SearchQuery` into `Filters`: handles resolved to DIDs (through
+  `identity.IdentityResolver.did_for`), the text as `matching.Needle`s, tags lower-cased the way DuckDB folds
+  text, and warnings when a handle cannot be resolved (then nothing can match) or a word cannot match.
 - `Searcher.search(...)` returns one keyset `Page`; `Searcher.export(...)` streams Arrow record batches.
 - `Searcher.identity_handles` / `identity_did` are the identity-table lookups (archive and hot tier) that
   `IdentityResolver` tries before the network.
 
-Where candidate rows come from is one seam, `Searcher.windows(filters, after)`: (files, low, high) time windows
-in scan order, today from the catalog's Parquet row groups (`catalog.Catalog.windows`). Search and export only
-consume those windows. Every user value reaches DuckDB as a bound parameter; the only SQL text built at run time
+Where candidate rows come from: without text, (files, low, high) time windows in scan order from the catalog's
+Parquet row groups (`Searcher.windows`, `catalog.Catalog.windows`). With text, day by day in scan order: a day
+whose full-text index holds exactly the day's Parquet rows (`index.Indexes`) gives the event times of matching
+posts, newest first, in growing rounds, and only the rows at those times are read; any other day (not yet
+indexed, being rebuilt) is scanned window by window. Both paths end in the same check of the text
+(`matching.matches`), so they return the same rows (tests/unit/test_matching.py proves it on random queries).
+
+Every user value reaches DuckDB as a bound parameter; the only SQL text built at run time
 is fixed fragments chosen by which filters are present. Each window is queried with `ORDER BY time_us, uri LIMIT
 n`, and a search stops as soon as its page is full. Each call runs under a time budget: a `Watchdog` interrupts
 the thread's DuckDB cursor, which cancels the running statement and leaves the connection usable; the caller gets
@@ -28,12 +33,15 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from firehose.catalog import OPEN_END, Catalog
+from firehose import storage
+from firehose.catalog import DAY_US, OPEN_END, Catalog
 from firehose.config import Settings
 from firehose.database import Database, Watchdog
 from firehose.filters import Filters, order_by, where_clause
 from firehose.hiding import HiddenSet, Hiding
 from firehose.hot import HotSnapshot, HotTier
+from firehose.index import Hit, Indexes, matching_posts, uri_key
+from firehose.matching import Needle, matches, needles_of
 from firehose.params import EPOCH, Position, SearchQuery
 from firehose.serving import HOT_VIEW, hot_view
 from firehose.serving import Merger as _Merger
@@ -41,6 +49,8 @@ from firehose.serving import Merger as _Merger
 log = logging.getLogger(__name__)
 
 EXPORT_BATCH_ROWS = 50_000
+INDEX_FIRST_HITS = 256  # hits asked of a day's index in the first round (at least twice the keys still needed)
+INDEX_GROWTH = 8  # each further round asks for this many times more
 
 # Columns of a search result, in the order they are selected.
 RESULT_COLUMNS = (
@@ -58,6 +68,8 @@ _EXPORT_SELECT = (
     "to_json(mentions)::VARCHAR AS mentions, to_json(links)::VARCHAR AS links, to_json(tags)::VARCHAR AS tags, "
     "time_us, hash(uri) AS uri_hash"
 )
+
+
 class QueryTimeout(RuntimeError):
     """A query ran past its time budget and was cancelled."""
 
@@ -125,6 +137,37 @@ def _author(uri: str) -> str:
     return uri[5:].split("/", 1)[0]
 
 
+def _key_select(filters: Filters) -> str:
+    """The columns a key query reads: the key, and the text when it has to be checked (hiding needs only the URI:
+    reading `did` and hashing every candidate in the scan made a common-word search ~1.4x slower)."""
+    return "time_us, uri" + (", text" if filters.needles else "")
+
+
+def _matching(rows: list[tuple[Any, ...]], needles: Sequence[Needle]) -> list[tuple[Any, ...]]:
+    """The key rows (text third) whose text matches every needle (all of them without needles)."""
+    return [r for r in rows if matches(needles, r[2])] if needles else rows
+
+
+def _matching_batch(batch: pa.RecordBatch, needles: Sequence[Needle]) -> pa.RecordBatch:
+    """The rows of an export batch whose text matches every needle."""
+    if not needles or not batch.num_rows:
+        return batch
+    mask = [matches(needles, t) for t in batch.column("text").to_pylist()]
+    return batch if all(mask) else batch.filter(pa.array(mask, pa.bool_()))
+
+
+def _span(filters: Filters, after: Position | None) -> tuple[int, int]:
+    """The time range [low, high) a search covers past `after`."""
+    low = filters.since_us if filters.since_us is not None else 0
+    high = filters.until_us if filters.until_us is not None else OPEN_END
+    if after is not None:
+        if filters.sort == "latest":
+            high = min(high, after.time_us + 1)
+        else:
+            low = max(low, after.time_us)
+    return low, high
+
+
 def _merged(first: list[Key], second: list[Key], sort: str) -> list[Key]:
     """Two sorted key lists (no key in both) as one, in the order of `sort`."""
     if not first or not second:
@@ -140,6 +183,7 @@ class Searcher:
         self.settings = settings
         self.db = database or Database(settings.api_duckdb_threads, settings.api_duckdb_memory)
         self.catalog = catalog or Catalog(Path(settings.data_dir), self.db)
+        self.indexes = Indexes(Path(settings.data_dir))
         self.hot = hot
         self.hiding = Hiding(Path(settings.data_dir), lambda: self.db.cursor("hiding"),
                              min_interval=settings.api_hot_refresh_seconds)
@@ -168,7 +212,9 @@ class Searcher:
                 warnings.append(f"mentions {query.mentions!r} could not be resolved to an account; use the DID")
         if warnings:
             return None, warnings
-        needles = self.lowercase([query.text] if query.exact and query.text else list(query.words))
+        needles, ignored = needles_of(query.text, query.words, query.exact)
+        warnings += [f"{word!r} has no letters or digits and was ignored: words match whole words (see Matching "
+                     "in docs/api.md)" for word in ignored]
         tags = self.lowercase(list(query.tags))
         return Filters(needles=needles, author_did=author_did, since_us=query.since_us, until_us=query.until_us,
                        lang=query.lang, mentions_did=mentions_did, domain=query.domain, url=query.url,
@@ -179,15 +225,34 @@ class Searcher:
     def windows(self, filters: Filters, after: Position | None) -> Iterator[tuple[list[str], int, int]]:
         """(files, low, high) time windows [low, high) in scan order covering the search range past `after`:
         where archived candidate rows come from (row groups of the date partitions, see `Catalog.windows`)."""
+        low, high = _span(filters, after)
+        return self.catalog.windows(low, high, latest=filters.sort == "latest",
+                                    min_chunks=self.settings.api_duckdb_threads)
+
+    def days(self, filters: Filters, after: Position | None) -> Iterator[tuple[str, int, int]]:
+        """(date, low, high): the posts days in scan order with the part [low, high) of each that the search
+        covers past `after`."""
         latest = filters.sort == "latest"
-        low = filters.since_us if filters.since_us is not None else 0
-        high = filters.until_us if filters.until_us is not None else OPEN_END
-        if after is not None:
-            if latest:
-                high = min(high, after.time_us + 1)
-            else:
-                low = max(low, after.time_us)
-        return self.catalog.windows(low, high, latest=latest, min_chunks=self.settings.api_duckdb_threads)
+        low, high = _span(filters, after)
+        dates = storage.list_dates(Path(self.settings.data_dir), "posts")
+        for date in dates if latest else reversed(dates):
+            start = int(dt.datetime.fromisoformat(date).replace(tzinfo=dt.UTC).timestamp()) * 1_000_000
+            day_low, day_high = max(low, start), min(high, start + DAY_US)
+            if day_low < day_high:
+                yield date, day_low, day_high
+
+    def day_index(self, date: str) -> tuple[Any, list[str]] | None:
+        """(a searcher over the day's index, the day's posts files) when the index holds exactly the day's
+        Parquet rows; None when the day has to be scanned."""
+        chunks = self.catalog.day_chunks(date)
+        files = list(dict.fromkeys(c.path for c in chunks))
+        searcher = self.indexes.searcher(date, sum(c.rows for c in chunks)) if files else None
+        return (searcher, files) if searcher is not None else None
+
+    def day_windows(self, filters: Filters, low: int, high: int) -> Iterator[tuple[list[str], int, int]]:
+        """The catalog's scan windows over [low, high) (one day's part) in the order of `filters.sort`."""
+        return self.catalog.windows(low, high, latest=filters.sort == "latest",
+                                    min_chunks=self.settings.api_duckdb_threads)
 
     def lowercase(self, words: Sequence[str]) -> tuple[str, ...]:
         """Lower-case `words` with DuckDB's own lower(), so needle and text are folded the same way."""
@@ -212,7 +277,7 @@ class Searcher:
         timeout = QueryTimeout(f"the search ran past its {seconds:g} s budget and was cancelled")
         # Two phases: find the page's keys reading only the filter and key columns, then fetch the full rows of
         # those few keys (decoding every result column of every scanned row doubled the cost of a rare word).
-        # (The interrupt may land while the hot tier's view is registered, too: that is inside the try.)
+        # The interrupt can land in any statement, registering the hot view included: all are inside the try.
         with Watchdog(cur, seconds) as dog:
             try:
                 with hot_view(cur, view.hot):
@@ -240,25 +305,89 @@ class Searcher:
         if not view.hot.post_count:
             return []
         where, params = where_clause(filters, after)
-        found = cur.execute(f"SELECT time_us, uri FROM {HOT_VIEW} WHERE {where} "
+        found = cur.execute(f"SELECT {_key_select(filters)} FROM {HOT_VIEW} WHERE {where} "
                             f"ORDER BY {order_by(filters.sort)}", params).fetchall()
-        return [(r[0], r[1], None) for r in view.keep(cur, found, hot=True)]
+        return [(r[0], r[1], None) for r in view.keep(cur, _matching(found, filters.needles), hot=True)]
 
     def _parquet_keys(self, cur: duckdb.DuckDBPyConnection, view: View, filters: Filters, after: Position | None,
                       *, need: int, dog: Watchdog) -> list[Key]:
-        """The first `need` servable keys of the archive in sort order. Hidden rows are dropped before they count,
-        and a window is read on past them, so a page is never short while more matches exist."""
+        """The first `need` servable keys of the archive in sort order: scanned window by window without text,
+        else day by day, through the day's index where it is complete."""
+        if not filters.needles:
+            return self._scan_keys(cur, view, filters, after, self.windows(filters, after), need=need, dog=dog)
         keys: list[Key] = []
-        for files, low, high in self.windows(filters, after):
+        for date, low, high in self.days(filters, after):
+            indexed = self.day_index(date)
+            if indexed is None:
+                keys += self._scan_keys(cur, view, filters, after, self.day_windows(filters, low, high),
+                                        need=need - len(keys), dog=dog)
+            else:
+                keys += self._index_keys(cur, view, filters, after, indexed=indexed, span=(low, high),
+                                         need=need - len(keys), dog=dog)
+            if len(keys) >= need:
+                return keys[:need]
+        return keys
+
+    def _index_keys(self, cur: duckdb.DuckDBPyConnection, view: View, filters: Filters, after: Position | None, *,
+                    indexed: tuple[Any, list[str]], span: tuple[int, int], need: int, dog: Watchdog) -> list[Key]:
+        """The first `need` servable keys of one indexed day within `span`: the index gives the times of matching
+        posts in sort order; the rows at those times are read, checked and filtered like scanned ones."""
+        files = indexed[1]
+        rest = filters.without_text()
+        where, params = where_clause(rest, after)
+        keys: list[Key] = []
+        for hits in self._index_rounds(indexed[0], filters, span, need):
+            times = sorted({t for t, _ in hits})
+            found = cur.execute(
+                f"SELECT {_key_select(rest)} FROM read_parquet(?, hive_partitioning = false) WHERE time_us >= ? "
+                f"AND time_us <= ? AND time_us IN (SELECT unnest(?::BIGINT[])) AND {where} "
+                f"ORDER BY {order_by(filters.sort)}", [files, times[0], times[-1], times, *params]).fetchall()
+            wanted = set(hits)
+            found = [r for r in found if (r[0], uri_key(r[1])) in wanted]
+            keys += [(r[0], r[1], tuple(files)) for r in view.keep(cur, found, hot=False)]
+            if len(keys) >= need:
+                return keys[:need]
+            if dog.fired:
+                raise _BudgetSpent
+        return keys
+
+    @staticmethod
+    def _index_rounds(searcher: Any, filters: Filters, span: tuple[int, int], need: int) -> Iterator[list[Hit]]:
+        """(time_us, uri_key) of matching posts in sort order of time, round after round (each asks for
+        INDEX_GROWTH times more than the last), until the index has no more; a round holds every match at each
+        of its times, and the next one starts past them."""
+        latest = filters.sort == "latest"
+        low, high = span
+        limit = max(2 * need, INDEX_FIRST_HITS)
+        while low < high:
+            hits, complete = matching_posts(searcher, filters.needles, low, high, limit, latest=latest)
+            if hits:
+                yield hits
+            if complete or not hits:
+                return
+            if latest:
+                high = min(t for t, _ in hits)
+            else:
+                low = max(t for t, _ in hits) + 1
+            limit *= INDEX_GROWTH
+
+    def _scan_keys(self, cur: duckdb.DuckDBPyConnection, view: View, filters: Filters, after: Position | None,
+                   windows: Iterator[tuple[list[str], int, int]], *, need: int, dog: Watchdog) -> list[Key]:
+        """The first `need` servable keys of `windows` in sort order. Hidden and non-matching rows are dropped
+        before they count, and a window is read on past them, so a page is never short while more matches
+        exist."""
+        keys: list[Key] = []
+        for files, low, high in windows:
             position = after
             while True:
                 where, params = where_clause(filters, position)
                 n = overfetch(need - len(keys))
                 found = cur.execute(
-                    "SELECT time_us, uri FROM read_parquet(?, hive_partitioning = false) "
+                    f"SELECT {_key_select(filters)} FROM read_parquet(?, hive_partitioning = false) "
                     f"WHERE time_us >= ? AND time_us < ? AND {where} ORDER BY {order_by(filters.sort)} LIMIT ?",
                     [files, low, high, *params, n]).fetchall()
-                keys += [(r[0], r[1], tuple(files)) for r in view.keep(cur, found, hot=False)]
+                kept = view.keep(cur, _matching(found, filters.needles), hot=False)
+                keys += [(r[0], r[1], tuple(files)) for r in kept]
                 if len(keys) >= need:
                     return keys[:need]
                 if dog.fired:  # the timer went off between two statements
@@ -355,14 +484,64 @@ class Searcher:
         where, params = where_clause(filters, None)
         table = cur.sql(f"SELECT {_EXPORT_SELECT} FROM {HOT_VIEW} WHERE {where} ORDER BY {order_by(filters.sort)}",
                         params=params).to_arrow_table()
-        kept = [view.keep_batch(b, hot=True) for b in table.to_batches()]
+        kept = [view.keep_batch(_matching_batch(b, filters.needles), hot=True) for b in table.to_batches()]
         return pa.Table.from_batches(kept, schema=table.schema).slice(0, limit)
 
     def _archive_batches(self, cur: duckdb.DuckDBPyConnection, view: View, filters: Filters, max_rows: int,
                          dogs: list[Watchdog]) -> Iterator[pa.RecordBatch]:
-        """Servable archive rows in sort order, window by window, each window read on past hidden rows."""
+        """Servable archive rows in sort order: scanned without text, else day by day through the day's index
+        where it is complete (the same split as `_parquet_keys`)."""
+        if not filters.needles:
+            yield from self._scan_batches(cur, view, filters, windows=self.windows(filters, None), max_rows=max_rows,
+                                          dogs=dogs)
+            return
         left = max_rows
-        for files, low, high in self.windows(filters, None):
+        for date, low, high in self.days(filters, None):
+            indexed = self.day_index(date)
+            batches = (self._scan_batches(cur, view, filters, windows=self.day_windows(filters, low, high),
+                                          max_rows=left, dogs=dogs)
+                       if indexed is None else self._index_batches(cur, view, filters, indexed=indexed,
+                                                                   span=(low, high), max_rows=left, dogs=dogs))
+            for batch in batches:
+                left -= batch.num_rows
+                yield batch
+            if left <= 0:
+                return
+
+    def _index_batches(self, cur: duckdb.DuckDBPyConnection, view: View, filters: Filters, *,
+                       indexed: tuple[Any, list[str]], span: tuple[int, int], max_rows: int,
+                       dogs: list[Watchdog]) -> Iterator[pa.RecordBatch]:
+        """Up to `max_rows` servable rows of one indexed day within `span`, in sort order (as `_index_keys`)."""
+        files = indexed[1]
+        where, params = where_clause(filters.without_text(), None)
+        left = max_rows
+        for hits in self._index_rounds(indexed[0], filters, span, min(max_rows, EXPORT_BATCH_ROWS)):
+            if dogs[0].fired:
+                raise _BudgetSpent
+            times = sorted({t for t, _ in hits})
+            table = cur.sql(
+                f"SELECT {_EXPORT_SELECT} FROM read_parquet(?, hive_partitioning = false) WHERE time_us >= ? "
+                f"AND time_us <= ? AND time_us IN (SELECT unnest(?::BIGINT[])) AND {where} "
+                f"ORDER BY {order_by(filters.sort)}", params=[files, times[0], times[-1], times, *params],
+            ).to_arrow_table()
+            wanted = set(hits)
+            for batch in table.to_batches(EXPORT_BATCH_ROWS):
+                keys = zip(batch.column("time_us").to_pylist(), batch.column("uri").to_pylist(), strict=True)
+                mask = pa.array([(t, uri_key(u)) in wanted for t, u in keys], pa.bool_())
+                kept = view.keep_batch(batch.filter(mask), hot=False).slice(0, left)
+                left -= kept.num_rows
+                if kept.num_rows:
+                    yield kept
+                if left <= 0:
+                    return
+
+    def _scan_batches(self, cur: duckdb.DuckDBPyConnection, view: View, filters: Filters, *,
+                      windows: Iterator[tuple[list[str], int, int]], max_rows: int,
+                      dogs: list[Watchdog]) -> Iterator[pa.RecordBatch]:
+        """Up to `max_rows` servable rows of `windows` in sort order, each window read on past hidden and
+        non-matching rows."""
+        left = max_rows
+        for files, low, high in windows:
             position: Position | None = None
             while left > 0:
                 if dogs[0].fired:
@@ -377,7 +556,7 @@ class Searcher:
                         continue
                     got += batch.num_rows
                     position = Position(batch.column("time_us")[-1].as_py(), batch.column("uri")[-1].as_py(), 0)
-                    kept = view.keep_batch(batch, hot=False)
+                    kept = view.keep_batch(_matching_batch(batch, filters.needles), hot=False).slice(0, left)
                     left -= kept.num_rows
                     if kept.num_rows:
                         yield kept

@@ -7,13 +7,16 @@ Every Parquet file is written by `write_file` with a `ParquetPolicy` (one encodi
 groups, statistics, encodings, Bloom filters) into staging, fsynced, and only then published atomically, so
 readers never see a partial file:
 - the flush publishes each file by `rename()` (`write_parquet`);
-- compaction publishes a whole day by swapping the staged directory with the live one (`compact.exchange`).
+- compaction publishes a whole day by swapping the staged directory with the live one (`exchange`).
 Writers (flush and compaction) serialise on `<data_dir>/.lock` (`writer_lock`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import datetime as dt
 import fcntl
 import os
 import re
@@ -31,6 +34,18 @@ from firehose.schema import TABLE_NAMES
 
 DATE_RE = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 STAGING = ".staging"
+RENAME_EXCHANGE = 2
+AT_FDCWD = -100
+
+
+def bad_date(dates: list[str] | None) -> str | None:
+    """The first of `dates` that is not a YYYY-MM-DD date (what a `--date` flag takes), or None."""
+    for date in dates or []:
+        try:
+            dt.date.fromisoformat(date)
+        except ValueError:
+            return date
+    return None
 
 
 def table_dir(data_dir: Path, table: str) -> Path:
@@ -182,6 +197,15 @@ def write_parquet(data_dir: Path, table: pa.Table, path: Path, policy: ParquetPo
         raise
     fsync_dir(path.parent)
     return size
+
+
+def exchange(a: Path, b: Path) -> None:
+    """Atomically swap two paths on the same filesystem (Linux renameat2 with RENAME_EXCHANGE)."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    rc = libc.renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE)
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"renameat2(RENAME_EXCHANGE) {a} <-> {b}: {os.strerror(err)}")
 
 
 def fsync_dir(path: Path) -> None:

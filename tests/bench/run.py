@@ -10,13 +10,18 @@
 5. freshness: the simulator live at 1,000 events/s -> ingester -> Redis, no flush at all, the API under Gunicorn
    serving the hot tier: how old the newest post /search shows is when asked (p50/p95: the time from an event's
    creation to its being searchable, plus up to one polling interval), and /search p50 while the hot tier fills.
+6. index: `--index-days` generated days (posts only, compacted: each day indexed), the index build CPU time per day
+   and per 300k-event flush batch, its size against the posts Parquet, and /search p50 over 1 and 7 days through
+   the index and, with the index moved away, through the scan.
 
 Usage: python tests/bench/run.py [--ingest-events N] [--day-events N] [--skip-search] [--freshness-seconds N]
+       [--index-days N] [--index-day-events N] [--only-index]
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import shutil
@@ -30,19 +35,20 @@ import urllib.request
 from pathlib import Path
 
 import orjson
+import pyarrow.parquet as pq
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "app"))
 
-from firehose import storage  # noqa: E402
+from firehose import index, storage  # noqa: E402
 from firehose.buffer import Buffer, split_events  # noqa: E402
 from firehose.compact import Compactor  # noqa: E402
 from firehose.config import Settings  # noqa: E402
 from firehose.flush import Flusher, build_tables  # noqa: E402
 from firehose.simulator.clock import Profile  # noqa: E402
 from firehose.simulator.generator import EventGenerator  # noqa: E402
-from firehose.simulator.vocabulary import COMMON_WORD, PHRASE, RARE_WORD, TAG  # noqa: E402
+from firehose.simulator.vocabulary import CJK_WORD, COMMON_WORD, PHRASE, RARE_WORD, TAG  # noqa: E402
 from tests.conftest import free_port, start_redis, stop_process, wait_for_port  # noqa: E402
 
 CLI = [sys.executable, "-m", "firehose.cli"]
@@ -221,6 +227,93 @@ def bench_freshness(work: Path, rate: int, seconds: float) -> dict[str, float]:
     return {"lag_p50_s": statistics.median(lags), "lag_p95_s": lags[int(0.95 * (len(lags) - 1))],
             "samples": len(lags), "search_p50_ms": statistics.median(latencies),
             "search_p95_ms": latencies[int(0.95 * (len(latencies) - 1))], "hot_posts": hot_posts}
+def write_days(data_dir: Path, days: int, events_per_day: int, chunk: int = 300_000) -> None:
+    """`days` generated days ending with DAY_START's day, written with the flush's writer and compacted (which
+    builds each day's full-text index)."""
+    settings = Settings.from_env({"FIREHOSE_DATA_DIR": str(data_dir)})
+    start = DAY_START_US - (days - 1) * 86_400_000_000
+    generator = EventGenerator(seed=13, start_us=start, profile=Profile(rate=events_per_day / 86_400, diurnal=True))
+    storage.ensure_layout(data_dir)
+    total = days * events_per_day
+    for first in range(0, total, chunk):
+        last = min(total, first + chunk)
+        entries = [(f"{generator.base_us(i) // 1000}-{i}".encode(), orjson.dumps(e))
+                   for i, e in enumerate(generator.iter_events(first, last), start=first)]
+        tables, _, _ = build_tables(entries)
+        name = f"{entries[0][0].decode()}_{entries[-1][0].decode()}.parquet"
+        for (table, date), arrow_table in tables.items():
+            if table == "posts":
+                storage.write_parquet(data_dir, arrow_table, storage.partition_dir(data_dir, table, date) / name,
+                                      storage.ParquetPolicy.for_flush(settings))
+        print(f"  wrote {last:,}/{total:,} events", end="\r", flush=True)
+    print()
+    Compactor(settings).run(dates=storage.list_dates(data_dir, "posts"))
+
+
+def bench_index(work: Path, days: int, events_per_day: int, repetitions: int = 15) -> None:
+    """Index build time per day and per flush batch, index size against the posts Parquet, and /search p50 over
+    1 and `days` days through the index and (index moved away) through the scan. Prints the figures."""
+    data = work / "index-days"
+    write_days(data, days, events_per_day)
+    dates = storage.list_dates(data, "posts")
+    newest = dates[0]
+    posts = index.parquet_rows(data, newest)
+    t0 = time.process_time()
+    index.rebuild(data, newest)
+    build_cpu = time.process_time() - t0
+    per_day = build_cpu * 930_000 / max(1, posts)
+    print(f"index  : build {posts:,} posts in {build_cpu:.1f} CPU-s (one core) -> {per_day:.0f} s per 930k-post day"
+          "   target <= 90 s")
+    batch = pq.read_table(storage.partition_files(data, "posts", newest)[0]).slice(0, round(300_000 * 0.115))
+    t0 = time.perf_counter()
+    index.add_batch(data, newest, "bench-batch", batch, create=False)
+    print(f"index  : a 300k-event flush batch ({batch.num_rows:,} posts) adds {time.perf_counter() - t0:.2f} s"
+          "   target <= 0.5 s")
+    index.rebuild(data, newest)
+    posts_bytes = sum(f.stat().st_size for d in dates for f in storage.partition_files(data, "posts", d))
+    size = index.index_bytes(data)
+    print(f"index  : {size / 1e6:.1f} MB = {size / posts_bytes:.1%} of the posts Parquet ({posts_bytes / 1e6:.1f} MB)"
+          "   target <= 35%")
+    day = dt.datetime.fromisoformat(newest).replace(tzinfo=dt.UTC)
+    queries = {"rare word": {"text": RARE_WORD}, "no match": {"text": "zyzzyvaquux"}, "CJK": {"text": CJK_WORD},
+               "phrase": {"text": PHRASE, "exact": "true"}, "common word": {"text": COMMON_WORD}}
+    for label in ("index", "scan"):
+        if label == "scan":
+            shutil.move(index.index_root(data), work / "index-moved")
+        for span in (1, days):
+            start = (day - dt.timedelta(days=span - 1)).strftime("%Y-%m-%d")
+            end = (day + dt.timedelta(days=1)).strftime("%Y-%m-%d")
+            ranged = {name: {**q, "start": start, "end": end} for name, q in queries.items()}
+            for name, r in api_latency(data, ranged, repetitions).items():
+                print(f"search : {label:5} {span:2} d {name:12} p50 {r['p50_ms']:7.1f} ms  p95 {r['p95_ms']:7.1f} ms "
+                      f"({r['rows']} rows)")
+
+
+def api_latency(data: Path, queries: dict[str, dict[str, str]], repetitions: int) -> dict[str, dict[str, float]]:
+    """Warm /search latency of each query (first request discarded) from a fresh Gunicorn over `data`."""
+    port = free_port()
+    env = {**os.environ, "FIREHOSE_DATA_DIR": str(data), "FIREHOSE_API_BIND": f"127.0.0.1:{port}",
+           "FIREHOSE_PLC_URL": "", "FIREHOSE_REDIS_URL": "redis://127.0.0.1:1/0"}
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    api = subprocess.Popen([str(gunicorn), "-c", "python:firehose.gunicorn_conf", "firehose.api:create_app()"],
+                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = {}
+    try:
+        wait_for_port(port, timeout=30)
+        for name, params in queries.items():
+            url = f"http://127.0.0.1:{port}/search?" + urllib.parse.urlencode(params)
+            timings, rows = [], 0
+            for _ in range(repetitions + 1):
+                t0 = time.perf_counter()
+                with urllib.request.urlopen(url, timeout=120) as response:
+                    rows = len(json.load(response)["results"])
+                timings.append((time.perf_counter() - t0) * 1000)
+            timings = sorted(timings[1:])
+            results[name] = {"p50_ms": statistics.median(timings), "p95_ms": timings[int(0.95 * (len(timings) - 1))],
+                             "rows": rows}
+    finally:
+        stop_process(api)
+    return results
 
 
 def main() -> int:
@@ -230,10 +323,18 @@ def main() -> int:
     parser.add_argument("--skip-search", action="store_true")
     parser.add_argument("--freshness-seconds", type=float, default=60, help="length of the freshness run (0 = skip)")
     parser.add_argument("--freshness-rate", type=int, default=1000, help="simulated events/s of the freshness run")
+    parser.add_argument("--index-days", type=int, default=7, help="days generated for the index figures")
+    parser.add_argument("--index-day-events", type=int, default=1_000_000,
+                        help="events per day for the index figures (8.1M is a full day)")
+    parser.add_argument("--only-index", action="store_true", help="only the index figures")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="firehose-bench-"))
     try:
         print(f"machine: {os.cpu_count()} cores; work dir {work}")
+        if args.index_days:
+            bench_index(work, args.index_days, args.index_day_events)
+        if args.only_index:
+            return 0
         figures = bench_ingest_flush(work, args.ingest_events)
         print(f"ingest : {figures['ingest_events_per_s']:,.0f} events/s wall "
               f"({figures['ingest_events_per_cpu_s']:,.0f} per ingester CPU-second)   target >= 20,000 on one core")

@@ -58,6 +58,29 @@ def test_flush_wrote_parquet_on_the_volume(host, flushed, mount_path):
     assert host.run(f"findmnt -n -o TARGET --target {shlex.quote(flushed)}").stdout.strip() == mount_path
 
 
+def test_the_flush_built_the_full_text_index_on_the_volume(host, flushed, data_dir, mount_path, venv_bin):
+    index = f"{data_dir}/index"
+    metas = host.run(f"find {shlex.quote(index)} -path '*/date=*/meta.json'").stdout.split()
+    assert metas, f"no day index (date=*/meta.json) under {index} after a flush" + why(host, "firehose-flush.service")
+    assert host.run(f"findmnt -n -o TARGET --target {shlex.quote(index)}").stdout.strip() == mount_path
+    # each indexed day holds exactly its Parquet rows (what the API checks before it uses a day's index)
+    check = (f"from pathlib import Path; from firehose import index as i; d = Path({data_dir!r}); "
+             "print(all(i.doc_count(d, day) == i.parquet_rows(d, day) for day in i.indexed_dates(d)))")
+    out = host.run(f"runuser -u firehose -- {venv_bin}/python -c {shlex.quote(check)}")
+    assert out.rc == 0 and out.stdout.strip() == "True", out.stdout + out.stderr
+
+
+def test_the_compaction_timer_verifies_the_index_and_writes_its_metrics(host, flushed, env_file):
+    out = host.run("systemctl cat firehose-compact.service")
+    assert re.search(r"^ExecStart=\S+/firehose .*reindex$", out.stdout, re.M), out.stdout
+    metrics = env_file.get("FIREHOSE_INDEX_METRICS_FILE")
+    assert metrics, "FIREHOSE_INDEX_METRICS_FILE is not set in /etc/firehose/firehose.env"
+    run = host.run("systemctl start firehose-compact.service")  # today is unfinished: only the index check runs
+    assert run.rc == 0, run.stderr + why(host, "firehose-compact.service")
+    text = host.file(metrics).content_string
+    assert "firehose_index_bytes" in text and "firehose_index_days_out_of_sync 0.0" in text, text
+
+
 def test_flush_metrics_reach_node_exporter(host, flushed):
     def metric() -> bool:
         out = host.run("curl -fsS --max-time 10 http://127.0.0.1:9100/metrics")

@@ -127,9 +127,10 @@ def test_dev_stack_runs_end_to_end_and_stops_cleanly(tmp_path: Path) -> None:
     stack = start_dev(tmp_path, "--flush-interval", "2", "--sim-rate", "500")
     try:
         wait_until(lambda: bool(search(stack.api)), what="search results")
-        found = search(stack.api)
-        # usernames are handles, from identity events or the simulator's PLC directory, not bare DIDs
-        assert any(not r["username"].startswith("did:") for r in found)
+        # usernames are handles, from identity events or the simulator's PLC directory, not bare DIDs (the first
+        # page may hold only a few whole-word matches whose authors are still being looked up: ask again)
+        wait_until(lambda: any(not r["username"].startswith("did:") for r in search(stack.api)),
+                   what="a result whose username is a handle")
         assert get_json(f"http://127.0.0.1:{stack.api}/health")["status"] == "ok"
     finally:
         stack.proc.send_signal(signal.SIGINT)

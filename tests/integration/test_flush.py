@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from firehose import index, storage
 from firehose.buffer import Buffer
 from firehose.compact import Compactor
 from firehose.config import Settings
@@ -114,8 +115,8 @@ def test_unparseable_stream_entries_still_land_in_records(redis_server: RedisSer
 
 @pytest.mark.parametrize(
     "failpoint",
-    ["flush.after_begin", "flush.after_rename:1", "flush.after_rename:3", "flush.before_commit:2",
-     "flush.after_commit:1"],
+    ["flush.after_begin", "flush.after_rename:1", "flush.after_rename:3", "flush.after_index:1",
+     "flush.after_index:2", "flush.before_commit:2", "flush.after_commit:1"],
 )
 def test_kill_9_during_flush_loses_and_doubles_nothing(redis_server: RedisServer, tmp_path: Path,
                                                        failpoint: str) -> None:
@@ -139,6 +140,9 @@ def test_kill_9_during_flush_loses_and_doubles_nothing(redis_server: RedisServer
     assert all_rows(data_dir) == all_rows(reference_dir)
     assert sum(len(r) for r in all_rows(data_dir).values()) == 3000
     assert not list((data_dir / ".staging").iterdir())
+    # the full-text index holds every post once: a redone batch replaced its documents, never doubled them
+    days = storage.list_dates(data_dir, "posts")
+    assert days and [index.doc_count(data_dir, d) for d in days] == [index.parquet_rows(data_dir, d) for d in days]
 
 
 def test_compaction_merges_a_day_into_sorted_files(redis_server: RedisServer, tmp_path: Path) -> None:
@@ -214,6 +218,8 @@ def test_textfile_metrics_are_written(redis_server: RedisServer, tmp_path: Path)
     assert samples["firehose_flush_last_run_success", ()] == 1
     assert samples["firehose_flush_last_events", ()] == 10
     assert samples["firehose_flush_unflushed_events", ()] == 0
+    assert (samples["firehose_flush_last_indexed_posts", ()], samples["firehose_flush_last_unindexed_posts", ()]) \
+        == (1, 0)
     succeeded_at = samples["firehose_flush_last_success_timestamp_seconds", ()]
     assert succeeded_at == samples["firehose_flush_last_run_timestamp_seconds", ()] > 0
 
@@ -229,7 +235,7 @@ FLUSH_GAUGES = (
     "firehose_flush_last_run_timestamp_seconds", "firehose_flush_last_success_timestamp_seconds",
     "firehose_flush_last_run_success", "firehose_flush_last_duration_seconds", "firehose_flush_last_batch_max_seconds",
     "firehose_flush_last_events", "firehose_flush_last_duplicates", "firehose_flush_last_bytes",
-    "firehose_flush_unflushed_events",
+    "firehose_flush_unflushed_events", "firehose_flush_last_indexed_posts", "firehose_flush_last_unindexed_posts",
 )
 
 

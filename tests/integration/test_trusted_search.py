@@ -14,6 +14,7 @@ from firehose.config import Settings
 from firehose.filters import Filters
 from firehose.flush import Flusher
 from firehose.hot import HotTier, post_uri
+from firehose.matching import needle
 from firehose.search import Searcher
 from firehose.simulator.identity import handle_for
 from firehose.simulator.options import SimulatorOptions
@@ -36,12 +37,17 @@ def searcher_for(settings: Settings, redis_server: RedisServer) -> Searcher:
     return Searcher(settings, hot=HotTier(redis_server.client, settings.stream_key, min_interval=0))
 
 
+def filters_of(needles: tuple[str, ...] = (), **filters: object) -> Filters:
+    """`Filters` with each needle given as the word a user types."""
+    return Filters(needles=tuple(n for w in needles if (n := needle(w)) is not None), **filters)  # type: ignore[arg-type]
+
+
 def search_uris(searcher: Searcher, limit: int = 50, **filters: object) -> list[str]:
     """Every URI a full walk over the pages returns, in order."""
     uris: list[str] = []
     after = None
     while True:
-        page = searcher.search(Filters(**filters), limit, after, cap=10_000)  # type: ignore[arg-type]
+        page = searcher.search(filters_of(**filters), limit, after, cap=10_000)  # type: ignore[arg-type]
         uris += [r["uri"] for r in page.rows]
         if page.next_position is None:
             return uris
@@ -50,7 +56,7 @@ def search_uris(searcher: Searcher, limit: int = 50, **filters: object) -> list[
 
 
 def export_uris(searcher: Searcher, max_rows: int = 10_000, **filters: object) -> list[str]:
-    return [u for batch in searcher.export(Filters(**filters), max_rows)  # type: ignore[arg-type]
+    return [u for batch in searcher.export(filters_of(**filters), max_rows)  # type: ignore[arg-type]
             for u in batch.column("uri").to_pylist()]
 
 

@@ -17,7 +17,8 @@ import pytest
 from firehose import schema, storage
 from firehose.config import Settings
 from firehose.database import Database, Watchdog
-from firehose.filters import Filters, re2_literal
+from firehose.filters import Filters
+from firehose.matching import Needle, needle
 from firehose.params import BadParameter, CursorCodec, Position, openapi_parameters, parse_search
 from firehose.search import QueryTimeout, Searcher
 
@@ -121,9 +122,9 @@ def semantic_dir(tmp_path: Path) -> Path:
 
 
 def texts(searcher: Searcher, limit: int = 50, **filters: Any) -> list[str]:
-    """Texts of the first page for `filters` (needles lower-cased the way the API does)."""
-    needles = filters.pop("needles", ())
-    flt = Filters(needles=searcher.lowercase(list(needles)), **filters)
+    """Texts of the first page for `filters` (each needle given as the word or phrase a user types)."""
+    needles = tuple(n for w in filters.pop("needles", ()) if (n := needle(w)) is not None)
+    flt = Filters(needles=needles, **filters)
     return [r["text"] for r in searcher.search(flt, limit, None, cap=1000).rows]
 
 
@@ -238,22 +239,23 @@ def test_all_words_case_insensitive_any_script(semantic_dir: Path) -> None:
     assert texts(s, needles=["WORLD", "hello"]) == ["hello again, WORLD", "Hello World from the archive"]
     assert texts(s, needles=["мир"]) == ["Привет, Мир! Как дела?"]
     assert texts(s, needles=["ПРИВЕТ", "дела"]) == ["Привет, Мир! Как дела?"]
-    assert texts(s, needles=["猫"]) == ["今日は猫がかわいい 🐈"]
-    assert texts(s, needles=["🦋"]) == ["Butterflies 🦋 everywhere"]
+    assert texts(s, needles=["猫が"]) == ["今日は猫がかわいい 🐈"]  # CJK: any substring of two or more characters
+    assert texts(s, needles=["猫"]) == []  # a single CJK character only matches on its own
+    assert needle("🦋") is None  # no letters or digits: ignored (the API warns)
     assert texts(s, needles=["οδοσ"]) == ["ΟΔΟΣ in capitals"]
     assert texts(s, needles=["STRASSE"]) == []  # no full case folding: ß stays ß
     assert texts(s, needles=["straße"]) == ["Straße und Weg"]
     assert texts(s, needles=["hello", "nowhere"]) == []
 
 
-def test_wildcard_characters_are_literal(semantic_dir: Path) -> None:
+def test_punctuation_separates_words(semantic_dir: Path) -> None:
     s = Searcher(settings_for(semantic_dir))
-    assert texts(s, needles=["100%"]) == ["I am 100% sure"]
-    assert texts(s, needles=["%"]) == ["I am 100% sure"]
-    assert texts(s, needles=["snake_case"]) == ["snake_case names"]
-    assert texts(s, needles=["_"]) == ["snake_case names"]
+    assert texts(s, needles=["100%"]) == ["I am 100 sure", "I am 100% sure"]
+    assert needle("%") is None and needle("_") is None and needle("\\") is None
+    assert texts(s, needles=["snake_case"]) == ["snake_case names"]  # the words snake, case in a row
+    assert texts(s, needles=["snake"]) == ["snake_case names"]  # snakeXcase is one word
     assert texts(s, needles=["back\\slash"]) == ["a back\\slash path"]
-    assert texts(s, needles=["\\"]) == ["a back\\slash path"]
+    assert texts(s, needles=["back*"]) == ["a backslash path", "a back\\slash path"]  # a prefix
 
 
 def test_exact_phrase(semantic_dir: Path) -> None:
@@ -364,7 +366,7 @@ def test_total_cap_over_all_pages(tmp_path: Path) -> None:
 
 def test_no_data_no_error(tmp_path: Path) -> None:
     s = Searcher(settings_for(tmp_path / "nothing"))
-    assert s.search(Filters(needles=("x",)), 50, None, cap=1000).rows == []
+    assert s.search(Filters(needles=(Needle(("x",)),)), 50, None, cap=1000).rows == []
     assert s.catalog.newest_time_us() is None
     assert s.catalog.stats() == {"tables": {}}
 
@@ -387,7 +389,7 @@ def test_search_past_its_budget_times_out_then_works(tmp_path: Path) -> None:
         bulk_posts(data, f"2024-02-{day:02d}", 20_000, name=f"b{day}", text="lorem ipsum dolor sit amet " * 8)
     s = Searcher(settings_for(data, api_query_timeout=0.001))  # ~80 ms of scanning against a 1 ms budget
     with pytest.raises(QueryTimeout):
-        s.search(Filters(needles=("nowhere-to-be-found",)), 50, None, cap=1000)
+        s.search(Filters(needles=(Needle(("nowhere", "to", "be", "found")),)), 50, None, cap=1000)
     assert len(s.search(Filters(), 5, None, cap=1000, budget=30).rows) == 5
 
 
@@ -414,16 +416,3 @@ def test_identity_lookups(tmp_path: Path) -> None:
                                                                           "did:plc:b": "b.test"}
     assert s.identity_did("new.test") == "did:plc:a"
     assert s.identity_did("nobody.test") is None
-
-
-def test_re2_literal_matches_every_punctuation_literally() -> None:
-    import string as _string
-
-    import duckdb as _duckdb
-
-    needle = _string.punctuation + " Ünïcødé 猫 😀"
-    con = _duckdb.connect()
-    hit = con.execute("SELECT regexp_matches(?, ?)", ["x" + needle.upper() + "y", "(?i)" + re2_literal(needle)])
-    assert hit.fetchall() == [(True,)]
-    near = con.execute("SELECT regexp_matches(?, ?)", [needle.replace("%", "a"), "(?i)" + re2_literal(needle)])
-    assert near.fetchall() == [(False,)]

@@ -32,7 +32,7 @@ from typing import Any
 
 import orjson
 
-from firehose import storage
+from firehose import index, storage
 from firehose.compact import Compactor
 from firehose.config import Settings
 from firehose.flush import build_tables, file_name
@@ -163,7 +163,13 @@ def run_bulk(args: argparse.Namespace, days: int, logs: Path, work: Path, say: S
               "batch (flush_chunk)": Settings().flush_chunk, "warm reps": args.warm_reps,
               "cold reps": args.cold_reps, "analytics reps (max)": args.analytics_reps}
     rate_all = generated / timings["generate_write_s"]
+    posts_bytes = sum(p.stat().st_size for p in data_dir.glob("posts/date=*/*.parquet"))
+    index_bytes = index.index_bytes(data_dir)
+    checks = index.verify(data_dir)  # every day indexed by its compaction: nothing to rebuild
     notes = [f"Parquet as written, before compaction: {flushed:,} bytes (ratio {flushed / raw:.4f})",
+             f"full-text index (built per day by the compaction): {index_bytes:,} bytes = "
+             f"{index_bytes / max(1, posts_bytes):.1%} of the posts Parquet ({posts_bytes:,} bytes); "
+             f"days out of sync after the run: {sum(c.rebuilt for c in checks)}",
              f"`ingest_events_per_s` here is the generate + build_tables + write_parquet rate of {workers} "
              "workers together (no websocket or Redis); the ingest target is measured by the day run."]
     return RunResult(

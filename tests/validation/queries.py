@@ -21,10 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from firehose.simulator.vocabulary import COMMON_WORD, PHRASE, RARE_WORD, TAG
+from firehose.simulator.vocabulary import CJK_WORD, COMMON_WORD, CYRILLIC_WORD, PHRASE, RARE_WORD, TAG
 from tests.validation.probe import percentiles
 
 RANGES = (1, 7, 30)
+NO_MATCH_WORD = "zyzzyvaquux"  # occurs in no generated post
 
 
 class Api(Protocol):
@@ -59,6 +60,10 @@ def build_suite(end_day: dt.date, data_days: int, username: str | None) -> list[
     searches: list[tuple[str, dict[str, str]]] = [
         ("common_word", {"text": COMMON_WORD}),
         ("rare_word", {"text": RARE_WORD}),
+        # both words in one post: ~1e-4 x 0.3% of posts, about 8 in a full-scale month
+        ("very_rare_words", {"text": f"{RARE_WORD} {CYRILLIC_WORD}"}),
+        ("no_match", {"text": NO_MATCH_WORD}),
+        ("cjk_substring", {"text": CJK_WORD}),
         ("phrase_exact", {"text": PHRASE, "exact": "true"}),
         ("hashtag", {"tag": TAG}),
     ]
