@@ -36,20 +36,23 @@ class SftpTarget:
         self.jail = self.dir / "jail"
         self.repo = self.jail / "repo"
         self.log = self.dir / "sshd.log"
+        # One host key for every run (kept beside the test host's own key pair): the box remembers the first one it
+        # saw (StrictHostKeyChecking accept-new), as it would a Storage Box's.
+        self.host_key = base / "sftp_host_ed25519"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def _write_config(self) -> Path:
         self.jail.mkdir(mode=0o755)
         self.repo.mkdir(mode=0o700)
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.dir / "host_key")],
-                       check=True)
+        if not self.host_key.exists():
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.host_key)], check=True)
         keys = self.dir / "authorized_keys"
         keys.write_text(self.authorized_key + "\n")
         keys.chmod(0o600)
         config = self.dir / "sshd_config"
         config.write_text("\n".join([
             f"ListenAddress {self.address}:{self.port}",
-            f"HostKey {self.dir / 'host_key'}",
+            f"HostKey {self.host_key}",
             f"PidFile {self.dir / 'sshd.pid'}",
             f"AuthorizedKeysFile {keys}",
             "AllowUsers root",

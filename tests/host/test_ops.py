@@ -131,54 +131,63 @@ def data_state(host, data_dir: str, redis_cli) -> dict[str, Any]:
     return {"files": files, "rows": json.loads(counted.stdout)["rows"], "redis": redis}
 
 
+def back_up(host, target: SftpTarget) -> None:
+    """Run one backup to the SFTP target and check its snapshot and metrics."""
+    backup = host.run("systemctl start firehose-backup.service")
+    assert backup.rc == 0, f"the backup failed{why(host, 'firehose-backup.service')}\n{target.log_text()[-2000:]}"
+    metrics = host.file("/var/lib/prometheus/node-exporter/firehose_backup.prom").content_string
+    assert "firehose_backup_last_run_success 1" in metrics, metrics
+    assert any(p.name == "config" for p in target.repo.iterdir()), "no restic repository on the SFTP target"
+    snapshots = host.run(". /usr/local/lib/firehose/backup-lib.sh && rst snapshots --json --tag firehose")
+    assert snapshots.rc == 0 and len(json.loads(snapshots.stdout)) == 1, snapshots.stdout + snapshots.stderr
+
+    def exported() -> bool:
+        out = host.run("curl -fsS --max-time 10 http://127.0.0.1:9100/metrics")
+        return "firehose_backup_last_success_timestamp_seconds" in out.stdout
+
+    assert wait_until(exported, timeout=60), "node_exporter does not export the backup metrics"
+
+
+def wipe_volume(host, device: str) -> None:
+    """Every unit on the volume stopped, the volume unmounted and its file system signature erased."""
+    host.run("systemctl stop $(systemctl list-units --plain --no-legend 'firehose-*' | awk '{print $1}') "
+             "redis-server.service")
+    assert host.run("systemctl stop srv-firehose.mount").rc == 0, why(host, "srv-firehose.mount")
+    wipe = host.run(f"wipefs -a {shlex.quote(device)} && blkid -p {shlex.quote(device)}")
+    assert wipe.rc == 2, f"the volume still has a signature after wipefs: {wipe.stdout} {wipe.stderr}"
+
+
 def test_backup_wipe_restore_gives_the_same_data(host, facts, playbook, data_dir, redis_cli):
     Ssh(facts).run(f"cat > {REMOTE_PROBE}", stdin=Path(probe.__file__).read_bytes())
     device = host.run("findmnt -n -o SOURCE --mountpoint /srv/firehose").stdout.strip()
     assert device, "the volume is not mounted on /srv/firehose"
-    # Quiesce: the state compared is the one backed up (the backup itself also holds the flush timer).
     assert wait_until(lambda: int(redis_cli("XLEN", "firehose:events") or 0) > 0, timeout=120), "nothing ingested"
-    host.run("systemctl stop firehose-flush.timer firehose-simulator.service firehose-ingest.service")
-    assert host.run("systemctl start firehose-flush.service").rc == 0, why(host, "firehose-flush.service")
-    before = data_state(host, data_dir, redis_cli)
-    assert any(n.endswith(".parquet") for n in before["files"]), f"no Parquet to back up: {before['files']}"
-    assert sum(before["rows"].values()) > 0
-
     pubkey = host.file("/etc/firehose/backup_ed25519.pub").content_string
     port = int(os.environ.get("TESTHOST_SFTP_PORT", "10022"))
-    with SftpTarget(facts["TESTHOST_GATEWAY"], port, pubkey, REPO / "var" / "test-host") as target:
-        backup = host.run("systemctl start firehose-backup.service")
-        assert backup.rc == 0, f"the backup failed{why(host, 'firehose-backup.service')}\n{target.log_text()[-2000:]}"
-        metrics = host.file("/var/lib/prometheus/node-exporter/firehose_backup.prom").content_string
-        assert "firehose_backup_last_run_success 1" in metrics, metrics
-        assert any(p.name == "config" for p in target.repo.iterdir()), "no restic repository on the SFTP target"
-        snapshots = host.run(". /usr/local/lib/firehose/backup-lib.sh && rst snapshots --json --tag firehose")
-        assert snapshots.rc == 0 and len(json.loads(snapshots.stdout)) == 1, snapshots.stdout + snapshots.stderr
-
-        def exported() -> bool:
-            out = host.run("curl -fsS --max-time 10 http://127.0.0.1:9100/metrics")
-            return "firehose_backup_last_success_timestamp_seconds" in out.stdout
-
-        assert wait_until(exported, timeout=60), "node_exporter does not export the backup metrics"
-
-        # Wipe the volume: every unit on it stopped, unmounted, its file system signature erased.
-        host.run("systemctl stop $(systemctl list-units --plain --no-legend 'firehose-*' | awk '{print $1}') "
-                 "redis-server.service")
-        assert host.run("systemctl stop srv-firehose.mount").rc == 0, why(host, "srv-firehose.mount")
-        wipe = host.run(f"wipefs -a {shlex.quote(device)} && blkid -p {shlex.quote(device)}")
-        assert wipe.rc == 2, f"the volume still has a signature after wipefs: {wipe.stdout} {wipe.stderr}"
-
-        # A fresh box: the playbook formats and mounts the blank volume and starts everything empty, then the
-        # restore (make restore's playbook) brings the data back; the units stay stopped to compare first.
-        playbook("site.yml")
-        wiped = host.run(f"find {shlex.quote(data_dir)} -name '*.parquet'").stdout.split()
-        assert not set(before["files"]) & {"./" + os.path.relpath(f, data_dir) for f in wiped}, "the wipe kept data"
-        playbook("playbooks/restore.yml", "-e", "backup_restore_force=true", "-e", "backup_restore_start=false")
-        after = data_state(host, data_dir, redis_cli)
+    try:
+        # Quiesce: the state compared is the one backed up (the backup itself also holds the flush timer).
+        host.run("systemctl stop firehose-flush.timer firehose-simulator.service firehose-ingest.service")
+        assert host.run("systemctl start firehose-flush.service").rc == 0, why(host, "firehose-flush.service")
+        before = data_state(host, data_dir, redis_cli)
+        assert any(n.endswith(".parquet") for n in before["files"]), f"no Parquet to back up: {before['files']}"
+        assert sum(before["rows"].values()) > 0
+        with SftpTarget(facts["TESTHOST_GATEWAY"], port, pubkey, REPO / "var" / "test-host") as target:
+            back_up(host, target)
+            wipe_volume(host, device)
+            # A fresh box: the playbook formats and mounts the blank volume and starts everything empty, then the
+            # restore (make restore's playbook) brings the data back; the units stay stopped to compare first.
+            playbook("site.yml")
+            wiped = {"./" + os.path.relpath(f, data_dir)
+                     for f in host.run(f"find {shlex.quote(data_dir)} -name '*.parquet'").stdout.split()}
+            assert not set(before["files"]) & wiped, "the wipe kept data"
+            playbook("playbooks/restore.yml", "-e", "backup_restore_force=true", "-e", "backup_restore_start=false")
+            after = data_state(host, data_dir, redis_cli)
+    finally:
+        start_enabled_units(host)
     assert after["files"] == before["files"], "restored files differ: " + str(
         {k: (before["files"].get(k), after["files"].get(k)) for k in set(before["files"]) ^ set(after["files"])})
     assert after["rows"] == before["rows"]
     assert after["redis"] == before["redis"]
-    start_enabled_units(host)
     assert wait_until(lambda: health_ok(facts["TESTHOST_IP"]), timeout=120), why(host, "firehose-api.service")
 
 

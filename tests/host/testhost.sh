@@ -22,6 +22,7 @@ CACHE=${TESTHOST_CACHE:-$STATE/cache}
 BIN=${TESTHOST_VENV_BIN:-$REPO/.venv/bin}
 NAME=${TESTHOST_NAME:-fhtest}                 # netns, nft table, cgroup; veth names derive from it (<= 15 chars)
 NET=${TESTHOST_NET:-10.213.77}               # a /30: .1 is this machine's end, .2 the host
+export TESTHOST_NET=$NET                     # the test inventory derives the host's view of this machine from it
 HOST_IP=$NET.2
 GW_IP=$NET.1
 VETH_OUT=${NAME}-o
@@ -311,6 +312,8 @@ all:
           ansible_python_interpreter: /usr/bin/python3
           # Root already: no sudo (testinfra would otherwise read ansible.cfg's "become = False" as true).
           ansible_become: false
+          # The test network (inventory/test/group_vars derives the addresses of this machine's end from it).
+          testhost_net: "$NET"
 EOF
   if [ -d "$REPO/inventory/test/group_vars" ]; then
     ln -s "$REPO/inventory/test/group_vars" "$INVENTORY/group_vars"
