@@ -74,7 +74,9 @@ test-unit: venv ## unit tests only
 	$(BIN)/pytest -q tests/unit
 
 test-under-load: deps venv ## make test LOAD_RUNS times (3) while stress-ng keeps every core busy; prints each summary
-	@command -v stress-ng >/dev/null || { echo "test-under-load: stress-ng not found (apt-get install stress-ng)" >&2; exit 1; }
+	@command -v stress-ng >/dev/null || { echo "installing Debian's stress-ng"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq stress-ng; }
 	@set -o pipefail; log=$$(mktemp); status=0; summaries=""; \
 	stress-ng --cpu "$$(nproc)" --timeout 0 --quiet & load=$$!; \
 	trap 'kill "$$load" 2>/dev/null; wait "$$load" 2>/dev/null; rm -f "$$log"' EXIT; \

@@ -25,16 +25,15 @@ from typing import Any
 import bottle
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 import redis
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 from firehose.config import ConfigError, Settings
+from firehose.csv_export import csv_header, csv_rows
 from firehose.hot import HotTier
 from firehose.identity import IdentityResolver
 from firehose.params import BadParameter, CursorCodec, openapi_parameters, parse_search
-from firehose.search import EXPORT_COLUMNS, QueryTimeout, Searcher
+from firehose.search import QueryTimeout, Searcher
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +41,6 @@ MAX_QUERY_PARAMETERS = 64
 MAX_QUERY_STRING = 16_384
 DISPLAY_WAIT_SECONDS = 0.5  # how long a page waits for handles to show (the DID is shown past it)
 FILTER_WAIT_SECONDS = 3.0  # how long a search waits to resolve the handle it filters on
-# A cell starting with one of these is a formula to a spreadsheet (OWASP CSV injection); raw=true keeps it as is.
-FORMULA_START = "^[=+\\-@\t\r]"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0)
 JSON_TYPE = "application/json"
 ENDPOINTS = ("/search", "/export", "/health", "/metrics", "/stats", "/openapi.json")
@@ -244,23 +241,14 @@ class Api:
 
     def _csv(self, batches: Iterator[pa.RecordBatch], *, raw: bool) -> Iterator[bytes]:
         """CSV bytes: a header row, then each batch written by pyarrow (quoted where needed); unless `raw`, cells
-        that a spreadsheet would run as a formula are neutralised (`neutralise`)."""
-        yield (",".join(EXPORT_COLUMNS) + "\n").encode()
-        options = pacsv.WriteOptions(include_header=False, quoting_style="needed")
+        that a spreadsheet would run as a formula are neutralised (`csv_export.neutralise`)."""
+        yield csv_header()
         try:
             for batch in batches:
                 dids = batch.column("did").to_pylist()
                 handles = self.book.handles(dids, time.monotonic() + DISPLAY_WAIT_SECONDS)
-                usernames = pa.array([handles.get(d, d) for d in dids], pa.string())
-                columns = {name: batch.column(name) for name in EXPORT_COLUMNS if name != "username"}
-                columns["username"] = usernames
-                table = pa.table([columns[name] for name in EXPORT_COLUMNS], names=list(EXPORT_COLUMNS))
-                if not raw:
-                    table = neutralise(table)
-                sink = pa.BufferOutputStream()
-                pacsv.write_csv(table, sink, options)
-                self.metrics.export_rows.inc(table.num_rows)
-                yield sink.getvalue().to_pybytes()
+                self.metrics.export_rows.inc(batch.num_rows)
+                yield csv_rows(batch, [handles.get(d, d) for d in dids], raw=raw)
         except Exception:
             log.exception("export stream failed after the response started; the CSV is truncated")
             self.metrics.query_errors.labels("/export", "internal").inc()
@@ -336,19 +324,6 @@ def _health_reasons(checks: dict[str, dict[str, Any]], newest: int | None) -> li
         reasons.append(f"the newest event is {checks['freshness']['newest_event_age_s']:.0f} s old (more than "
                        f"{checks['freshness']['max_age_s']:.0f} s): ingest or the feed has stalled")
     return reasons
-
-
-def neutralise(table: pa.Table) -> pa.Table:
-    """`table` with every text cell that starts with =, +, -, @, TAB or CR prefixed by a single quote, as the OWASP
-    CSV-injection guidance describes: a spreadsheet then shows the text instead of running it as a formula."""
-    columns = []
-    for column in table.columns:
-        if not pa.types.is_string(column.type):
-            columns.append(column)
-            continue
-        formula = pc.fill_null(pc.match_substring_regex(column, FORMULA_START), False)
-        columns.append(pc.if_else(formula, pc.binary_join_element_wise("'", column, ""), column))
-    return pa.table(columns, names=table.column_names)
 
 
 def _no_parameters() -> None:

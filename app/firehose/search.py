@@ -194,12 +194,13 @@ class Searcher:
         timeout = QueryTimeout(f"the search ran past its {seconds:g} s budget and was cancelled")
         # Two phases: find the page's keys reading only the filter and key columns, then fetch the full rows of
         # those few keys (decoding every result column of every scanned row doubled the cost of a rare word).
-        with Watchdog(cur, seconds) as dog, hot_view(cur, view.hot):
+        with Watchdog(cur, seconds) as dog:
             try:
-                hot_keys = self._hot_keys(cur, view, filters, after)[:want + 1]
-                archive_keys = self._parquet_keys(cur, view, filters, after, need=want + 1, dog=dog)
-                keys = _merged(hot_keys, archive_keys, filters.sort)[:want + 1]
-                rows = self._fetch_rows(cur, keys[:want])
+                with hot_view(cur, view.hot):
+                    hot_keys = self._hot_keys(cur, view, filters, after)[:want + 1]
+                    archive_keys = self._parquet_keys(cur, view, filters, after, need=want + 1, dog=dog)
+                    keys = _merged(hot_keys, archive_keys, filters.sort)[:want + 1]
+                    rows = self._fetch_rows(cur, keys[:want])
                 if dog.fired:
                     raise timeout
             except (duckdb.InterruptException, _BudgetSpent) as exc:

@@ -7,8 +7,11 @@
 3. storage: Parquet bytes / raw JSON bytes for those events, as flushed and after compaction.
 4. search: one day of generated events (8.1M by default) written through the flush's writer into a fresh data
    directory and compacted, then the API under Gunicorn; p50/p95 of /search latency for a set of queries.
+5. freshness: the simulator live at 1,000 events/s -> ingester -> Redis, no flush at all, the API under Gunicorn
+   serving the hot tier: how old the newest post /search shows is when asked (p50/p95: the time from an event's
+   creation to its being searchable, plus up to one polling interval), and /search p50 while the hot tier fills.
 
-Usage: python tests/bench/run.py [--ingest-events N] [--day-events N] [--skip-search]
+Usage: python tests/bench/run.py [--ingest-events N] [--day-events N] [--skip-search] [--freshness-seconds N]
 """
 
 from __future__ import annotations
@@ -173,11 +176,60 @@ def bench_search(work: Path, events: int, repetitions: int = 25) -> dict[str, di
     return results
 
 
+def bench_freshness(work: Path, rate: int, seconds: float) -> dict[str, float]:
+    """Lag from an event's time to its appearing in /search, and search latency, served from the hot tier only."""
+    server = start_redis(work / "fresh-redis", "--appendfsync", "everysec")
+    sim_port, api_port = free_port(), free_port()
+    env = {**os.environ, "FIREHOSE_REDIS_URL": server.url, "FIREHOSE_DATA_DIR": str(work / "fresh-data"),
+           "FIREHOSE_INGEST_METRICS_PORT": "0", "FIREHOSE_PLC_URL": "", "FIREHOSE_DNS_ENABLED": "false",
+           "FIREHOSE_WELLKNOWN_ENABLED": "false", "FIREHOSE_API_BIND": f"127.0.0.1:{api_port}",
+           "FIREHOSE_JETSTREAM_URLS": f"ws://127.0.0.1:{sim_port}/subscribe"}
+    (work / "fresh-data").mkdir()
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
+    procs = [
+        subprocess.Popen([*CLI, "--log-level", "WARNING", "simulate", "--port", str(sim_port), "--rate", str(rate),
+                          "--start", "now"], **quiet),
+    ]
+    try:
+        wait_for_port(sim_port, timeout=30)
+        procs.append(subprocess.Popen([*CLI, "--log-level", "WARNING", "ingest"], **quiet))
+        gunicorn = Path(sys.executable).with_name("gunicorn")
+        procs.append(subprocess.Popen([str(gunicorn), "-c", "python:firehose.gunicorn_conf",
+                                       "firehose.api:create_app()"], **quiet))
+        wait_for_port(api_port, timeout=30)
+        newest_url = f"http://127.0.0.1:{api_port}/search?limit=1"
+        word_url = f"http://127.0.0.1:{api_port}/search?" + urllib.parse.urlencode({"text": COMMON_WORD})
+        lags, latencies, end = [], [], time.monotonic() + seconds
+        while time.monotonic() < end:
+            with urllib.request.urlopen(newest_url, timeout=60) as response:
+                results = json.load(response)["results"]
+            if results:
+                lags.append(time.time() - results[0]["time_us"] / 1e6)
+            t0 = time.perf_counter()
+            with urllib.request.urlopen(word_url, timeout=60) as response:
+                json.load(response)
+            latencies.append((time.perf_counter() - t0) * 1000)
+            time.sleep(0.1)  # a polling interval, not a wait for a condition: this loop only samples
+        with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/health", timeout=60) as response:
+            hot_posts = json.load(response)["checks"]["hot_tier"]["posts"]
+    finally:
+        for proc in reversed(procs):
+            stop_process(proc)
+        stop_process(server.proc)
+    lags.sort()
+    latencies.sort()
+    return {"lag_p50_s": statistics.median(lags), "lag_p95_s": lags[int(0.95 * (len(lags) - 1))],
+            "samples": len(lags), "search_p50_ms": statistics.median(latencies),
+            "search_p95_ms": latencies[int(0.95 * (len(latencies) - 1))], "hot_posts": hot_posts}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ingest-events", type=int, default=300_000)
     parser.add_argument("--day-events", type=int, default=8_100_000)
     parser.add_argument("--skip-search", action="store_true")
+    parser.add_argument("--freshness-seconds", type=float, default=60, help="length of the freshness run (0 = skip)")
+    parser.add_argument("--freshness-rate", type=int, default=1000, help="simulated events/s of the freshness run")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="firehose-bench-"))
     try:
@@ -193,6 +245,13 @@ def main() -> int:
             for name, r in search.items():
                 print(f"search : {name:13} p50 {r['p50_ms']:7.1f} ms  p95 {r['p95_ms']:7.1f} ms  ({r['rows']} rows)"
                       "   target p50 < 300 ms")
+        if args.freshness_seconds > 0:
+            fresh = bench_freshness(work, args.freshness_rate, args.freshness_seconds)
+            print(f"fresh  : at {args.freshness_rate:,} events/s with no flush, the newest searchable post is "
+                  f"{fresh['lag_p50_s']:.2f} s old p50, {fresh['lag_p95_s']:.2f} s p95 ({fresh['samples']} samples)"
+                  "   target: searchable within 10 s")
+            print(f"fresh  : /search common word from the hot tier ({fresh['hot_posts']:,} posts) p50 "
+                  f"{fresh['search_p50_ms']:.1f} ms, p95 {fresh['search_p95_ms']:.1f} ms")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

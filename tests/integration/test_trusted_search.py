@@ -15,7 +15,10 @@ from firehose.filters import Filters
 from firehose.flush import Flusher
 from firehose.hot import HotTier, post_uri
 from firehose.search import Searcher
-from tests.conftest import RedisServer, stop_process
+from firehose.simulator.identity import handle_for
+from firehose.simulator.options import SimulatorOptions
+from firehose.simulator.server import SimulatorThread
+from tests.conftest import RedisServer, free_port, stop_process
 from tests.integration.test_api import start_gunicorn
 from tests.integration.test_hot_hiding import account, delete_post, like, post
 
@@ -134,3 +137,28 @@ def test_the_api_serves_the_hot_tier_and_hides_deletions(redis_server: RedisServ
         assert status == 200 and [r["uri"] for r in rows] == [post_uri(DID, "1")]
     finally:
         stop_process(server.proc)
+
+
+@pytest.mark.slow
+def test_a_handle_the_archive_never_saw_is_found_through_dns(redis_server: RedisServer, tmp_path: Path) -> None:
+    """No identity event names this account; its handle resolves through the simulator's DNS (TXT _atproto) and is
+    verified against its PLC document, then shown with its posts."""
+    did = "did:plc:" + "q" * 24
+    handle = handle_for(did)
+    settings = settings_for(redis_server, tmp_path)
+    buffer = Buffer.connect(settings)
+    buffer.append([post(did, "1", "only via dns"), post(OTHER, "2", "only via dns")], 1)
+    Flusher(settings, buffer).run_once()
+    assert not any((tmp_path / "data").glob("identity/*/*.parquet"))
+    with SimulatorThread(SimulatorOptions(port=free_port(), events=0, dns_port=0)) as sim:
+        plc = f"{sim.http_url.rstrip('/')}/plc"
+        server = start_gunicorn(tmp_path, tmp_path / "data", redis_server.url, FIREHOSE_PLC_URL=plc,
+                                FIREHOSE_DNS_ENABLED="true", FIREHOSE_DNS_NAMESERVERS=f"127.0.0.1:{sim.dns_port}")
+        try:
+            status, body = server.json("/search", username=handle)
+            assert status == 200 and [r["uri"] for r in body["results"]] == [post_uri(did, "1")], body
+            assert body["results"][0]["username"] == handle
+            status, body = server.json("/search", username="nobody-" + handle)
+            assert status == 200 and body["results"] == [] and "could not be resolved" in body["meta"]["warnings"][0]
+        finally:
+            stop_process(server.proc)

@@ -71,7 +71,7 @@ def test_sequence_is_pinned() -> None:
     assert digest == PINNED_DIGEST
 
 
-PINNED_DIGEST = "281e236ef4715a055fe5130bd2b441466d613d1761987b7998f7232965e8bc15"
+PINNED_DIGEST = "f5522d66976458ccc16526b4cbd0ea9aa4fdc78eb519d55e6e03320548f6b005"
 
 
 # -- shape ----------------------------------------------------------------------------------------------------------

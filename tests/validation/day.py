@@ -17,14 +17,16 @@ import datetime as dt
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from firehose.simulator.clock import EVENTS_PER_DAY
+from firehose.simulator.vocabulary import COMMON_WORD, TAG
 from tests.validation import probe
 from tests.validation.accounting import Accounting, simulator_accounting
-from tests.validation.queries import Api, build_suite, run_suite
+from tests.validation.queries import Api, build_suite, iso, run_suite
 from tests.validation.simulator import SimSpec, Simulator, replayed_bytes, replayed_ranges
+from tests.validation.trusted import FreshnessProbe, freshness_figures, hidden_truth, served_hidden
 
 FLUSH_BATCH = re.compile(r"batch (\S+)\.\.(\S+): (\d+) (?:entries|events), (\d+) duplicates, (\d+) files, ([\d.]+) KiB "
                          r"in ([\d.]+)s")
@@ -101,6 +103,7 @@ class DayOutcome:
     restarts: list[dict[str, Any]]
     timings: dict[str, float]
     notes: list[str]
+    trusted: dict[str, Any] = field(default_factory=dict)
 
 
 def parse_flush_batches(log_text: str) -> list[dict[str, Any]]:
@@ -183,7 +186,9 @@ def run_day(params: DayParams, target: DayTarget, sim_factory: Callable[[SimSpec
     say(f"simulator: {spec.events:,} events over 1 simulated day from {spec.start} at {sim.url}")
     target.start(sim.url, params.rewind_seconds, params.flush_interval)
     timeout = max(600.0, spec.events / 2000)
-    restarts, ends = drive_ingest(sim, target, spec.events, say, timeout)
+    api = target.api()  # up while the ingester works: the freshness probe polls it (served from the hot tier)
+    with FreshnessProbe(api.base_url) as freshness:
+        restarts, ends = drive_ingest(sim, target, spec.events, say, timeout)
     timings["ingest_s"] = time.monotonic() - t0
     stats = sim.stats()
     ingest = ingest_figures(target.samples(), target.stream_state())
@@ -215,8 +220,26 @@ def run_day(params: DayParams, target: DayTarget, sim_factory: Callable[[SimSpec
     say(f"accounting: generated {accounting.events_generated:,}, duplicate {accounting.events_duplicate:,}, "
         f"stored {accounting.events_stored:,} -> {'OK' if accounting.ok else 'FAILED'}")
     queries, analytics = run_queries(params, target, spec, say, timings)
+    trusted = trusted_figures(target, spec, generator, freshness, say)
     return DayOutcome(params, accounting, raw, counts["bytes"], ingest, batches, target.samples(), queries,
-                      analytics, target.peak_rss_mb(), restarts, timings, notes)
+                      analytics, target.peak_rss_mb(), restarts, timings, notes, trusted)
+
+
+def trusted_figures(target: DayTarget, spec: SimSpec, generator: Any, freshness: FreshnessProbe,
+                    say: Callable[[str], None]) -> dict[str, Any]:
+    """Hidden posts served (against the generator's ground truth; must be 0) and the freshness lag."""
+    truth = hidden_truth(generator, spec.events)
+    end_day = dt.datetime.fromtimestamp(spec.end_us / 1e6, tz=dt.UTC).date()
+    window = {"start": iso(end_day - dt.timedelta(days=max(1, int(spec.days)))), "end": iso(end_day)}
+    searches = [{**window, **q} for q in ({}, {"text": COMMON_WORD}, {"sort": "oldest"}, {"tag": TAG})]
+    hidden = served_hidden(target.api().base_url, searches, window, truth)
+    fresh = freshness_figures(freshness, target.samples())
+    lag = fresh["lag_s"] or {"p50": float("nan"), "p95": float("nan")}
+    say(f"trusted search: {hidden['served_hidden']} hidden posts served of {hidden['rows_checked']:,} rows checked "
+        f"({hidden['archived_posts_deleted']:,} archived posts deleted, {hidden['archived_posts_by_inactive']:,} by "
+        f"inactive accounts, in the ground truth); freshness lag p50 {lag['p50']:.2f} s, p95 {lag['p95']:.2f} s "
+        f"({fresh['polls']} polls while ingesting)")
+    return {"hidden": hidden, "freshness": fresh}
 
 
 def run_queries(params: DayParams, target: DayTarget, spec: SimSpec, say: Callable[[str], None],

@@ -79,7 +79,7 @@ def day_result(outcome: day.DayOutcome, args: argparse.Namespace, target_name: s
     return RunResult("day", args.run_id, target_name, path, params, outcome.accounting, outcome.raw_json_bytes,
                      outcome.parquet_bytes, ingest["events_per_s"], note, outcome.flush_batches, outcome.samples,
                      outcome.queries, outcome.analytics, outcome.peak_rss_mb, outcome.timings, machine,
-                     target_machine, outcome.restarts, notes=outcome.notes)
+                     target_machine, outcome.restarts, notes=outcome.notes, trusted=outcome.trusted)
 
 
 LOCAL_DAY_PATH = (

@@ -63,7 +63,9 @@ def stream_state(client: Any, stream: str, group: str, cursor_key: str = "fireho
                  first_id=_text(first[0]) if first else None, last_id=_text(info.get("last-generated-id")))
     if first and first[1] and b"n" in first[1]:
         state["first_events"] = int(first[1][b"n"])
-    counters = client.hmget(cursor_key, "events_in", "events_out")
+    counters = client.hmget(cursor_key, "events_in", "events_out", "time_us")
+    if counters[2] is not None:
+        state["cursor_time_us"] = int(counters[2])  # the newest event time stored (freshness lag)
     if counters[0] is not None:
         state["events_added"] = int(counters[0])
         state["events_buffered"] = int(counters[0]) - int(counters[1] or 0)

@@ -52,6 +52,7 @@ class RunResult:
     restarts: list[dict[str, Any]] = field(default_factory=list)
     per_day_rates: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    trusted: dict[str, Any] = field(default_factory=dict)  # day runs: hidden posts served, freshness lag
 
     @property
     def parquet_bytes(self) -> int:
@@ -141,8 +142,34 @@ def summary(result: RunResult) -> dict[str, Any]:
         "ingest_note": result.ingest_note, "restarts": result.restarts, "timings_s": result.timings,
         "analytics_reps": {k: v.get("reps") for k, v in result.analytics.items()},
         "machine": result.machine, "target_machine": result.target_machine, "notes": result.notes,
+        "trusted_search": result.trusted,
     }
     return out
+
+
+def _trusted_section(trusted: dict[str, Any]) -> list[str]:
+    """Report lines: hidden posts served (against the generator's ground truth) and the freshness lag."""
+    if not trusted:
+        return []
+    hidden, fresh = trusted["hidden"], trusted["freshness"]
+    lag = fresh["lag_s"] or {"p50": float("nan"), "p95": float("nan")}
+    during = fresh["search_during_ingest_ms"] or {"p50": float("nan"), "p95": float("nan")}
+    ok = "met" if hidden["served_hidden"] == 0 else "**NOT MET**"
+    return ["", "## Trusted search", "",
+            "| what | target | measured | |", "|---|---|---|---|",
+            f"| deleted or inactive posts served (generator's ground truth: {hidden['deleted_posts_in_truth']:,} "
+            f"deleted posts, {hidden['archived_posts_deleted']:,} of them made in the run and archived; "
+            f"{hidden['inactive_accounts_in_truth']:,} inactive accounts with {hidden['archived_posts_by_inactive']:,} "
+            "archived posts; "
+            f"{hidden['rows_checked']:,} served rows checked, {hidden['rows_exported']:,} of them one full export) "
+            f"| 0 | {hidden['served_hidden']} (deleted {hidden['served_deleted']}, inactive "
+            f"{hidden['served_inactive']}) | {ok} |",
+            f"| freshness lag: event stored by the ingester -> shown by /search ({fresh['polls']} polls while "
+            f"ingesting; stream sampled every {fresh['sample_interval_s']} s, the lag's resolution) | within 10 s | "
+            f"p50 {lag['p50']:.2f} s, p95 {lag['p95']:.2f} s | {'met' if lag['p95'] <= 10 else '**NOT MET**'} |",
+            f"| /search common word while ingesting (hot tier and archive together) | p50 < 300 ms | "
+            f"p50 {during['p50']:.1f} ms, p95 {during['p95']:.1f} ms | "
+            f"{'met' if during['p50'] < 300 else '**NOT MET**'} |"]
 
 
 def _flush_rate(batches: list[dict[str, Any]]) -> float:
@@ -369,6 +396,7 @@ def report_markdown(result: RunResult, made: list[tuple[str, str]]) -> str:
         cold = result.queries.get(f"{name}_cold", {})
         lines.append(f"| {name} | {q['p50']:,.1f} | {q['p95']:,.1f} | {cold.get('p50', float('nan')):,.1f} | "
                      f"{cold.get('p95', float('nan')):,.1f} | {q['rows']} |")
+    lines += _trusted_section(result.trusted)
     lines += ["", "## Analytical queries (DuckDB directly on the Parquet files)", "",
               "| query | p50 ms | p95 ms | reps | rows | first rows |", "|---|---|---|---|---|---|"]
     for name, q in result.analytics.items():

@@ -289,10 +289,15 @@ class EventGenerator:
         rev = tid(base - 2_000, header[62] & 31)
         collection = kind.collection
         assert collection is not None
-        if kind.operation == "delete":
+        if kind.operation == "delete" and collection == POST:
+            # a post that was made (a recent one, as real deletions mostly are), deleted by its author
+            ref = self.recent_post(i, rng)
+            did, rkey = ref.did, ref.uri.rsplit("/", 1)[1]
+            commit: dict[str, Any] = {"rev": rev, "operation": "delete", "collection": collection, "rkey": rkey}
+        elif kind.operation == "delete":
             old = self._created_us(base, header) - int(rng.random() ** 2 * 30 * 86_400e6)
             rkey = "self" if collection == PROFILE else tid(old, header[61] & 31)
-            commit: dict[str, Any] = {"rev": rev, "operation": "delete", "collection": collection, "rkey": rkey}
+            commit = {"rev": rev, "operation": "delete", "collection": collection, "rkey": rkey}
         else:
             created = self._created_us(base, header)
             maker = self._makers[k]
