@@ -30,7 +30,8 @@ class SimSpec:
     start: str
     seed: int
     rate: float = 0.0
-    """Events per wall-clock second; 0 = as fast as the subscriber reads (the day run's)."""
+    """Events per wall-clock second, counted from the first subscriber (so it sees every event from index 0);
+    0 = as fast as the subscriber reads (the day run's)."""
 
     @property
     def start_us(self) -> int:
@@ -48,7 +49,7 @@ class SimSpec:
     def argv(self, host: str, port: int) -> list[str]:
         return [*CLI, "simulate", "--host", host, "--port", str(port), "--seed", str(self.seed),
                 "--rate", f"{self.rate:g}", "--start", self.start, "--days", f"{self.days:g}",
-                "--events", str(self.events), "--diurnal"]
+                "--events", str(self.events), "--diurnal", *(["--start-on-connect"] if self.rate else [])]
 
 
 @dataclass
