@@ -314,6 +314,8 @@ all:
           ansible_become: false
           # The test network (inventory/test/group_vars derives the addresses of this machine's end from it).
           testhost_net: "$NET"
+          # The same as inventory/test/group_vars derives, literal for the tests that read it (tests/host).
+          firewall_scraper_allowlist: ["$NET.0/30"]
 EOF
   if [ -d "$REPO/inventory/test/group_vars" ]; then
     ln -s "$REPO/inventory/test/group_vars" "$INVENTORY/group_vars"
