@@ -22,7 +22,7 @@ lint-appliance: lint-ansible lint-packer lint-monitoring lint-proxy ## ansible-l
 lint-ansible: venv ## yamllint, ansible-lint (production profile), playbook syntax, role READMEs current
 	$(BIN)/yamllint --strict .
 	$(BIN)/ansible-lint
-	$(BIN)/ansible-playbook --syntax-check site.yml playbooks/site.yml playbooks/deploy.yml
+	$(BIN)/ansible-playbook --syntax-check site.yml playbooks/site.yml playbooks/deploy.yml playbooks/restore.yml
 	$(PYTHON) tools/role_docs.py --check
 
 role-docs: venv ## regenerate roles/*/README.md from each role's meta/argument_specs.yml and defaults

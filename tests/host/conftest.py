@@ -40,6 +40,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if HOSTS_DIR in Path(str(item.fspath)).resolve().parents:
             item.add_marker(pytest.mark.host)
+    # Tests that stop, wipe, reboot or redeploy the host (test_ops.py) run after all the others, in file order.
+    items.sort(key=lambda item: item.get_closest_marker("disruptive") is not None)
 
 
 # --- variables: inventory (group_vars of the test inventory) over role defaults over the spec's values ----------

@@ -64,7 +64,8 @@ def test_env_file_holds_no_example_secret(env_file):
 
 def _venv_bin(host) -> str:
     home = var("firehose_home", "/opt/firehose")
-    out = host.run(f"ls -d {home}/venv*/bin/firehose {home}/*/bin/firehose 2>/dev/null | head -1")
+    out = host.run(f"ls -d {home}/current/venv/bin/firehose {home}/venv*/bin/firehose {home}/*/bin/firehose "
+                   "2>/dev/null | head -1")
     exe = out.stdout.strip()
     assert exe, f"no firehose entry point in a venv under {home}"
     return exe.rsplit("/", 1)[0]

@@ -25,7 +25,7 @@ CACHE=${TESTHOST_CACHE:-$STATE/cache}
 BIN=${TESTHOST_VENV_BIN:-$REPO/.venv/bin}
 NAME=${TESTHOST_NAME:-fhtest}                 # netns, nft table, cgroup; veth names derive from it (<= 15 chars)
 NET=${TESTHOST_NET:-10.213.77}               # a /30: .1 is this machine's end, .2 the host
-export TESTHOST_NET=$NET                     # inventory/test reads it (the SSH allowlist)
+export TESTHOST_NET=$NET                     # the test inventory derives the SSH allowlist and this machine's addresses from it
 HOST_IP=$NET.2
 GW_IP=$NET.1
 VETH_OUT=${NAME}-o
@@ -218,7 +218,12 @@ teardown_network() {
     ip netns del "$NAME" || true
   fi
   if [ -f "$STATE/ip_forward.saved" ]; then
-    cat "$STATE/ip_forward.saved" >/proc/sys/net/ipv4/ip_forward || true
+    # Another test host (its own *_nat table) still needs forwarding: leave it on for that one.
+    if nft list tables ip 2>/dev/null | grep -qE '^table ip [A-Za-z0-9_-]+_nat$'; then
+      log "another test host is up (nft $(nft list tables ip | grep -E '_nat$' | head -1 | cut -d' ' -f3)): ip_forward stays on"
+    else
+      cat "$STATE/ip_forward.saved" >/proc/sys/net/ipv4/ip_forward || true
+    fi
     rm -f "$STATE/ip_forward.saved"
   fi
 }
@@ -253,28 +258,45 @@ kill_cgroup_tree() {
   return 0
 }
 
+# The container boots again by itself when it reboots: systemd-nspawn exits 133 after a `systemctl reboot` inside,
+# and the supervising subshell starts it again (same rootfs, network namespace and volume). Any other exit ends it.
 boot() {
   local loopdev=$1
   local cgs
   cgs=$(cgroup_paths)
   for cg in $cgs; do mkdir -p "$cg"; done
   : >"$CONSOLE"
+  echo 1 >"$STATE/boots"
   # shellcheck disable=SC2086
   (
     for cg in $cgs; do echo $BASHPID >"$cg/cgroup.procs"; done
-    exec setsid systemd-nspawn --boot --register=no --keep-unit --quiet \
-      --directory="$ROOT" --machine="$NAME" --hostname="$HOSTNAME_" \
-      --network-namespace-path="/run/netns/$NAME" \
-      --resolv-conf=copy-host --timezone=copy --link-journal=no --console=read-only \
-      --capability=CAP_NET_ADMIN,CAP_SYS_ADMIN \
-      --bind="$loopdev" \
-      --bind="$CACHE/apt-archives:/var/cache/apt/archives" \
-      --bind="$CACHE/pip:/var/cache/testhost-pip" \
-      </dev/null >>"$CONSOLE" 2>&1
+    while :; do
+      setsid systemd-nspawn --boot --register=no --keep-unit --quiet \
+        --directory="$ROOT" --machine="$NAME" --hostname="$HOSTNAME_" \
+        --network-namespace-path="/run/netns/$NAME" \
+        --resolv-conf=copy-host --timezone=copy --link-journal=no --console=read-only \
+        --capability=CAP_NET_ADMIN,CAP_SYS_ADMIN \
+        --bind="$loopdev" \
+        --bind="$CACHE/apt-archives:/var/cache/apt/archives" \
+        --bind="$CACHE/pip:/var/cache/testhost-pip" \
+        </dev/null >>"$CONSOLE" 2>&1 &
+      echo $! >"$STATE/nspawn.pid"
+      rc=0
+      wait $! || rc=$?
+      [ "$rc" = 133 ] || break
+      echo $(( $(cat "$STATE/boots") + 1 )) >"$STATE/boots"
+      printf '[testhost] the host rebooted (systemd-nspawn exited 133): boot %s\n' "$(cat "$STATE/boots")" >>"$CONSOLE"
+    done
   ) &
-  echo $! >"$STATE/nspawn.pid"
+  echo $! >"$STATE/supervisor.pid"
   disown
-  log "booting (systemd-nspawn pid $(cat "$STATE/nspawn.pid"), console: $CONSOLE)"
+  # The first nspawn pid (the supervisor writes it as soon as it has started it).
+  local i
+  for i in $(seq 1 50); do
+    [ -s "$STATE/nspawn.pid" ] && [ "$(state_get nspawn.pid)" != "$(state_get supervisor.pid)" ] && break
+    sleep 0.1
+  done
+  log "booting (systemd-nspawn pid $(state_get nspawn.pid), supervisor $(state_get supervisor.pid), console: $CONSOLE)"
 }
 
 wait_for_ssh() {
@@ -316,6 +338,8 @@ all:
           ansible_python_interpreter: /usr/bin/python3
           # The deploy user, with sudo (testinfra runs its commands through sudo too).
           ansible_become: true
+          # The test network (inventory/test/group_vars derives the addresses of this machine's end from it).
+          testhost_net: "$NET"
 EOF
   if [ -d "$REPO/inventory/test/group_vars" ]; then
     ln -s "$REPO/inventory/test/group_vars" "$INVENTORY/group_vars"
@@ -332,6 +356,8 @@ TESTHOST_SSH_KEY=$KEY
 TESTHOST_VOLUME_ID=$(state_get volume.id)
 TESTHOST_VOLUME_DEVICE=$(state_get volume.loop)
 TESTHOST_INVENTORY=$INVENTORY
+TESTHOST_STATE=$STATE
+TESTHOST_NAME=$NAME
 EOF
 }
 
@@ -374,9 +400,13 @@ cmd_up() {
   log "up in $((SECONDS - t0)) s (rootfs $((t_rootfs - t0)) s, boot $((SECONDS - t_rootfs)) s): $SSH_USER@$HOST_IP, inventory $INVENTORY"
 }
 
-# Power the container off (its systemd shuts down cleanly) and remove what is left of its processes.
+# Power the container off (its systemd shuts down cleanly) and remove what is left of its processes; the reboot
+# supervisor goes first, so it does not boot the host again.
 stop_host() {
-  local pid
+  local pid sup
+  sup=$(state_get supervisor.pid)
+  if [ -n "$sup" ] && kill -0 "$sup" 2>/dev/null; then kill -TERM "$sup" 2>/dev/null || true; fi
+  rm -f "$STATE/supervisor.pid"
   pid=$(state_get nspawn.pid)
   if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && grep -qa systemd-nspawn "/proc/$pid/cmdline" 2>/dev/null; then
     log "stopping the host (nspawn pid $pid)"

@@ -29,6 +29,7 @@ import socket
 import subprocess
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -47,11 +48,24 @@ HOST_DAY_PATH = (
     "its timer (cadence shortened for the run) -> Parquet on the host's volume -> `firehose-compact.service` -> "
     "the host's `firehose-api.service` (Gunicorn) at <host>:8080 for the HTTP suite; DuckDB on the host (the "
     "appliance venv) for the counts and the analytical queries.")
-REMOTE_PROBE = "/run/firehose-validation-probe.py"
 REDIS_ADMIN_URL_FILE = "/etc/redis/admin.url"
-REMOTE_ENV = "/run/firehose-validation.env"
-INGEST_DROPIN = "/run/systemd/system/firehose-ingest.service.d/validation.conf"
-TIMER_DROPIN = "/run/systemd/system/firehose-flush.timer.d/validation.conf"
+
+@dataclass(frozen=True)
+class RemotePaths:
+    """Where the run's files go on the host: under /run (gone after a reboot), or persistent ones that survive it."""
+
+    probe: str
+    env: str
+    ingest_dropin: str
+    timer_dropin: str
+
+
+RUNTIME_PATHS = RemotePaths("/run/firehose-validation-probe.py", "/run/firehose-validation.env",
+                            "/run/systemd/system/firehose-ingest.service.d/validation.conf",
+                            "/run/systemd/system/firehose-flush.timer.d/validation.conf")
+PERSISTENT_PATHS = RemotePaths("/var/lib/firehose-validation/probe.py", "/var/lib/firehose-validation/validation.env",
+                               "/etc/systemd/system/firehose-ingest.service.d/zz-validation.conf",
+                               "/etc/systemd/system/firehose-flush.timer.d/zz-validation.conf")
 UNITS = {"redis-server": "unit:redis-server", "ingester": "unit:firehose-ingest", "flush": "unit:firehose-flush",
          "api": "unit:firehose-api"}
 
@@ -153,14 +167,15 @@ class HostDayTarget:
 
     flush_note = "the host's firehose-flush.timer, every {interval} s for the run (provisioned: every 5 minutes)"
 
-    def __init__(self, repo: Path, logs: Path, say: Say) -> None:
+    def __init__(self, repo: Path, logs: Path, say: Say, paths: RemotePaths = RUNTIME_PATHS) -> None:
         facts = read_host_env(repo)
+        self.paths = paths
         self.ssh = Ssh(facts)
         self.sim_host = facts["TESTHOST_GATEWAY"]
         self.logs = logs
         self.say = say
         self.env: dict[str, str] = {}
-        self.python = "/opt/firehose/venv/bin/python"
+        self.python = "/opt/firehose/current/venv/bin/python"
         self.saved_cursor: str | None = None
         self.configured = False
         self.started_at = time.time()
@@ -171,8 +186,9 @@ class HostDayTarget:
         self.admin_url = ""
 
     @classmethod
-    def open(cls, repo: Path, logs: Path, say: Say) -> HostDayTarget:
-        target = cls(repo, logs, say)
+    def open(cls, repo: Path, logs: Path, say: Say, paths: RemotePaths = RUNTIME_PATHS) -> HostDayTarget:
+        """Check the host is up, read its env file and copy the probe there (`paths`: where the run's files go)."""
+        target = cls(repo, logs, say, paths)
         try:
             target.ssh.run("systemctl is-active --quiet firehose-ingest.service firehose-api.service "
                            "redis-server.service", timeout=30)
@@ -182,7 +198,8 @@ class HostDayTarget:
         target.env = dict(line.split("=", 1) for line in target.ssh.run(
             "cat /etc/firehose/firehose.env").splitlines() if "=" in line and not line.startswith("#"))
         target.admin_url = target.ssh.run(f"cat {REDIS_ADMIN_URL_FILE}").strip()
-        target.ssh.run(f"cat > {REMOTE_PROBE}", stdin=Path(probe.__file__).read_bytes())
+        target.ssh.run(f"mkdir -p {Path(paths.probe).parent} && cat > {paths.probe}",
+                       stdin=Path(probe.__file__).read_bytes())
         return target
 
     def __enter__(self) -> HostDayTarget:
@@ -214,10 +231,11 @@ class HostDayTarget:
         self.saved_cursor = self.redis_cli("hget firehose:cursor time_us") or None
         script = (
             f"printf 'FIREHOSE_JETSTREAM_URLS={sim_url}\\nFIREHOSE_REWIND_SECONDS={rewind_seconds:g}\\n' "
-            f"> {REMOTE_ENV} && mkdir -p {Path(INGEST_DROPIN).parent} {Path(TIMER_DROPIN).parent} && "
-            f"printf '[Service]\\nEnvironmentFile={REMOTE_ENV}\\n' > {INGEST_DROPIN} && "
+            f"> {self.paths.env} && mkdir -p {Path(self.paths.ingest_dropin).parent} "
+            f"{Path(self.paths.timer_dropin).parent} && "
+            f"printf '[Service]\\nEnvironmentFile={self.paths.env}\\n' > {self.paths.ingest_dropin} && "
             f"printf '[Timer]\\nOnCalendar=\\nOnActiveSec=1s\\nOnUnitActiveSec={flush_interval:g}s\\n"
-            f"AccuracySec=1s\\n' > {TIMER_DROPIN} && systemctl daemon-reload && "
+            f"AccuracySec=1s\\n' > {self.paths.timer_dropin} && systemctl daemon-reload && "
             "systemctl restart firehose-flush.timer")
         self.ssh.run(script)
         self.redis_cli("hdel firehose:cursor time_us")
@@ -241,7 +259,8 @@ class HostDayTarget:
                    else "hdel firehose:cursor time_us")
         self.ssh.run("systemctl stop firehose-ingest.service", check=False)
         self.redis_cli(restore, check=False)
-        self.ssh.run(f"rm -f {INGEST_DROPIN} {TIMER_DROPIN} {REMOTE_ENV} && systemctl daemon-reload && "
+        self.ssh.run(f"rm -f {self.paths.ingest_dropin} {self.paths.timer_dropin} {self.paths.env} && "
+                     "systemctl daemon-reload && "
                      "systemctl restart firehose-flush.timer && systemctl start firehose-ingest.service", check=False)
         self.configured = False
 
@@ -249,7 +268,7 @@ class HostDayTarget:
 
     def _start_sampler(self) -> None:
         targets = " ".join(f"{k}={v}" for k, v in UNITS.items())
-        self._sampler = self.ssh.popen(f"{self.python} {REMOTE_PROBE} sample {shlex.quote(self.redis_url)} "
+        self._sampler = self.ssh.popen(f"{self.python} {self.paths.probe} sample {shlex.quote(self.redis_url)} "
                                        f"firehose:events flush 0.5 {targets}")
         self._reader = threading.Thread(target=self._read_samples, name="host-sampler", daemon=True)
         self._reader.start()
@@ -266,7 +285,7 @@ class HostDayTarget:
         fresh = [s for s in self._samples[-3:] if "events_added" in s and time.time() - s["t"] < 5]
         if fresh:
             return fresh[-1]
-        out = self.ssh.run(f"{self.python} {REMOTE_PROBE} stream {shlex.quote(self.redis_url)} firehose:events "
+        out = self.ssh.run(f"{self.python} {self.paths.probe} stream {shlex.quote(self.redis_url)} firehose:events "
                            "flush")
         return dict(json.loads(out))
 
@@ -317,7 +336,7 @@ class HostDayTarget:
         return int(out.strip() or 0)
 
     def count(self, start_us: int, end_us: int) -> dict[str, Any]:
-        return dict(json.loads(self.ssh.run(f"{self.python} {REMOTE_PROBE} count {shlex.quote(self.data_dir)} "
+        return dict(json.loads(self.ssh.run(f"{self.python} {self.paths.probe} count {shlex.quote(self.data_dir)} "
                                             f"{start_us} {end_us}", timeout=3600)))
 
     def flush_log(self) -> str:
@@ -331,10 +350,10 @@ class HostDayTarget:
         return HostApi(self.ssh, port)
 
     def username(self) -> str | None:
-        return json.loads(self.ssh.run(f"{self.python} {REMOTE_PROBE} username {shlex.quote(self.data_dir)}"))
+        return json.loads(self.ssh.run(f"{self.python} {self.paths.probe} username {shlex.quote(self.data_dir)}"))
 
     def analytics(self, reps: int, budget_s: float) -> dict[str, Any]:
-        return dict(json.loads(self.ssh.run(f"{self.python} {REMOTE_PROBE} analytics {shlex.quote(self.data_dir)} "
+        return dict(json.loads(self.ssh.run(f"{self.python} {self.paths.probe} analytics {shlex.quote(self.data_dir)} "
                                             f"{reps} {budget_s:g}", timeout=7200)))
 
     def peak_rss_mb(self) -> dict[str, float]:

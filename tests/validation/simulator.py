@@ -29,6 +29,9 @@ class SimSpec:
     days: float
     start: str
     seed: int
+    rate: float = 0.0
+    """Events per wall-clock second, counted from the first subscriber (so it sees every event from index 0);
+    0 = as fast as the subscriber reads (the day run's)."""
 
     @property
     def start_us(self) -> int:
@@ -44,8 +47,9 @@ class SimSpec:
         return EventGenerator(self.seed, self.start_us, profile)
 
     def argv(self, host: str, port: int) -> list[str]:
-        return [*CLI, "simulate", "--host", host, "--port", str(port), "--seed", str(self.seed), "--rate", "0",
-                "--start", self.start, "--days", f"{self.days:g}", "--events", str(self.events), "--diurnal"]
+        return [*CLI, "simulate", "--host", host, "--port", str(port), "--seed", str(self.seed),
+                "--rate", f"{self.rate:g}", "--start", self.start, "--days", f"{self.days:g}",
+                "--events", str(self.events), "--diurnal", *(["--start-on-connect"] if self.rate else [])]
 
 
 @dataclass
