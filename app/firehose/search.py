@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,6 @@ from firehose.index import Hit, Indexes, matching_posts, uri_key
 from firehose.matching import Needle, matches, needles_of
 from firehose.params import EPOCH, Position, SearchQuery
 from firehose.serving import HOT_VIEW, hot_view
-from firehose.serving import Merger as _Merger
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +61,7 @@ EXPORT_COLUMNS = (
     "timestamp", "username", "text", "uri", "did", "cid", "created_at", "langs", "reply_parent_uri",
     "reply_root_uri", "embed_type", "embed_uri", "mentions", "links", "tags",
 )
-_EXPORT_SELECT = (
+EXPORT_SELECT = (
     "strftime(make_timestamp(time_us), '%Y-%m-%dT%H:%M:%S.%fZ') AS timestamp, text, uri, did, cid, created_at, "
     "to_json(langs)::VARCHAR AS langs, reply_parent_uri, reply_root_uri, embed_type, embed_uri, "
     "to_json(mentions)::VARCHAR AS mentions, to_json(links)::VARCHAR AS links, to_json(tags)::VARCHAR AS tags, "
@@ -74,7 +73,7 @@ class QueryTimeout(RuntimeError):
     """A query ran past its time budget and was cancelled."""
 
 
-class _BudgetSpent(Exception):
+class BudgetSpent(Exception):
     """The watchdog fired between two statements (where DuckDB could not be interrupted)."""
 
 
@@ -148,7 +147,7 @@ def _matching(rows: list[tuple[Any, ...]], needles: Sequence[Needle]) -> list[tu
     return [r for r in rows if matches(needles, r[2])] if needles else rows
 
 
-def _matching_batch(batch: pa.RecordBatch, needles: Sequence[Needle]) -> pa.RecordBatch:
+def matching_batch(batch: pa.RecordBatch, needles: Sequence[Needle]) -> pa.RecordBatch:
     """The rows of an export batch whose text matches every needle."""
     if not needles or not batch.num_rows:
         return batch
@@ -287,7 +286,7 @@ class Searcher:
                     rows = self._fetch_rows(cur, keys[:want])
                 if dog.fired:
                     raise timeout
-            except (duckdb.InterruptException, _BudgetSpent) as exc:
+            except (duckdb.InterruptException, BudgetSpent) as exc:
                 raise timeout from exc
             except duckdb.Error:
                 if dog.fired:
@@ -348,7 +347,7 @@ class Searcher:
             if len(keys) >= need:
                 return keys[:need]
             if dog.fired:
-                raise _BudgetSpent
+                raise BudgetSpent
         return keys
 
     @staticmethod
@@ -391,7 +390,7 @@ class Searcher:
                 if len(keys) >= need:
                     return keys[:need]
                 if dog.fired:  # the timer went off between two statements
-                    raise _BudgetSpent
+                    raise BudgetSpent
                 if len(found) < n:
                     break  # this window has no more matches
                 position = Position(found[-1][0], found[-1][1], 0)
@@ -430,142 +429,10 @@ class Searcher:
     # --- export
 
     def export(self, filters: Filters, max_rows: int) -> Iterator[pa.RecordBatch]:
-        """Record batches (EXPORT_COLUMNS minus username, plus time_us) of up to `max_rows` matches in sort order.
-        The first batch is computed before this returns, under `api_query_timeout` (QueryTimeout and DuckDB errors
-        surface here, so the API can still answer with a status); the rest streams under `api_export_timeout`,
-        after which the stream just ends (logged)."""
-        cur = self.db.cursor("query")
-        dogs = [Watchdog(cur, self.settings.api_query_timeout)]
-        batches = self._export_batches(cur, self.view(), filters, max_rows, dogs)
-        try:
-            first = next(batches, None)
-        except (duckdb.InterruptException, _BudgetSpent) as exc:
-            batches.close()
-            raise QueryTimeout(f"the export's first rows took longer than {self.settings.api_query_timeout:g} s "
-                               "and it was cancelled; narrow the filters (dates, author, words)") from exc
-        finally:
-            dogs[0].close()
-        return self._stream(cur, first, batches, dogs)
+        """Record batches of up to `max_rows` matches in sort order (see `export.Exporter.export`)."""
+        from firehose.export import Exporter  # export builds on this module
 
-    def _stream(self, cur: duckdb.DuckDBPyConnection, first: pa.RecordBatch | None,
-                batches: Generator[pa.RecordBatch, None, None], dogs: list[Watchdog]) -> Iterator[pa.RecordBatch]:
-        dogs[0] = Watchdog(cur, self.settings.api_export_timeout)  # armed only once the stream really starts
-        try:
-            if first is None:
-                return
-            yield first
-            yield from batches
-        except (duckdb.InterruptException, _BudgetSpent):
-            log.warning("export cut off after %s s (FIREHOSE_API_EXPORT_TIMEOUT)", self.settings.api_export_timeout)
-        except duckdb.Error:
-            log.exception("export failed after the response started; the CSV is truncated")
-        finally:
-            dogs[0].close()
-            batches.close()
-
-    def _export_batches(self, cur: duckdb.DuckDBPyConnection, view: View, filters: Filters, max_rows: int,
-                        dogs: list[Watchdog]) -> Generator[pa.RecordBatch, None, None]:
-        """Batches in sort order: the archive window by window, merged with the hot tier's matches; hidden rows
-        dropped. `dogs[0]` is the watchdog currently in charge (checked between statements, where an interrupt
-        would be lost)."""
-        with hot_view(cur, view.hot):  # read whole before the archive streams: the view ends with the block
-            hot = self._hot_export(cur, view, filters, max_rows)
-        merger = _Merger(hot, filters.sort, max_rows)
-        for batch in self._archive_batches(cur, view, filters, max_rows, dogs):
-            yield from merger.add(batch)
-            if merger.left <= 0:
-                return
-        yield from merger.rest()
-
-    def _hot_export(self, cur: duckdb.DuckDBPyConnection, view: View, filters: Filters, limit: int) -> pa.Table:
-        """The hot tier's servable matches as one export table in sort order."""
-        if not view.hot.post_count:
-            return pa.table({})
-        where, params = where_clause(filters, None)
-        table = cur.sql(f"SELECT {_EXPORT_SELECT} FROM {HOT_VIEW} WHERE {where} ORDER BY {order_by(filters.sort)}",
-                        params=params).to_arrow_table()
-        kept = [view.keep_batch(_matching_batch(b, filters.needles), hot=True) for b in table.to_batches()]
-        return pa.Table.from_batches(kept, schema=table.schema).slice(0, limit)
-
-    def _archive_batches(self, cur: duckdb.DuckDBPyConnection, view: View, filters: Filters, max_rows: int,
-                         dogs: list[Watchdog]) -> Iterator[pa.RecordBatch]:
-        """Servable archive rows in sort order: scanned without text, else day by day through the day's index
-        where it is complete (the same split as `_parquet_keys`)."""
-        if not filters.needles:
-            yield from self._scan_batches(cur, view, filters, windows=self.windows(filters, None), max_rows=max_rows,
-                                          dogs=dogs)
-            return
-        left = max_rows
-        for date, low, high in self.days(filters, None):
-            indexed = self.day_index(date)
-            batches = (self._scan_batches(cur, view, filters, windows=self.day_windows(filters, low, high),
-                                          max_rows=left, dogs=dogs)
-                       if indexed is None else self._index_batches(cur, view, filters, indexed=indexed,
-                                                                   span=(low, high), max_rows=left, dogs=dogs))
-            for batch in batches:
-                left -= batch.num_rows
-                yield batch
-            if left <= 0:
-                return
-
-    def _index_batches(self, cur: duckdb.DuckDBPyConnection, view: View, filters: Filters, *,
-                       indexed: tuple[Any, list[str]], span: tuple[int, int], max_rows: int,
-                       dogs: list[Watchdog]) -> Iterator[pa.RecordBatch]:
-        """Up to `max_rows` servable rows of one indexed day within `span`, in sort order (as `_index_keys`)."""
-        files = indexed[1]
-        where, params = where_clause(filters.without_text(), None)
-        left = max_rows
-        for hits in self._index_rounds(indexed[0], filters, span, min(max_rows, EXPORT_BATCH_ROWS)):
-            if dogs[0].fired:
-                raise _BudgetSpent
-            times = sorted({t for t, _ in hits})
-            table = cur.sql(
-                f"SELECT {_EXPORT_SELECT} FROM read_parquet(?, hive_partitioning = false) WHERE time_us >= ? "
-                f"AND time_us <= ? AND time_us IN (SELECT unnest(?::BIGINT[])) AND {where} "
-                f"ORDER BY {order_by(filters.sort)}", params=[files, times[0], times[-1], times, *params],
-            ).to_arrow_table()
-            wanted = set(hits)
-            for batch in table.to_batches(EXPORT_BATCH_ROWS):
-                keys = zip(batch.column("time_us").to_pylist(), batch.column("uri").to_pylist(), strict=True)
-                mask = pa.array([(t, uri_key(u)) in wanted for t, u in keys], pa.bool_())
-                kept = view.keep_batch(batch.filter(mask), hot=False).slice(0, left)
-                left -= kept.num_rows
-                if kept.num_rows:
-                    yield kept
-                if left <= 0:
-                    return
-
-    def _scan_batches(self, cur: duckdb.DuckDBPyConnection, view: View, filters: Filters, *,
-                      windows: Iterator[tuple[list[str], int, int]], max_rows: int,
-                      dogs: list[Watchdog]) -> Iterator[pa.RecordBatch]:
-        """Up to `max_rows` servable rows of `windows` in sort order, each window read on past hidden and
-        non-matching rows."""
-        left = max_rows
-        for files, low, high in windows:
-            position: Position | None = None
-            while left > 0:
-                if dogs[0].fired:
-                    raise _BudgetSpent
-                where, params = where_clause(filters, position)
-                sql = (f"SELECT {_EXPORT_SELECT} FROM read_parquet(?, hive_partitioning = false) WHERE time_us >= ? "
-                       f"AND time_us < ? AND {where} ORDER BY {order_by(filters.sort)} LIMIT ?")
-                asked, got = overfetch(left), 0
-                for batch in cur.sql(sql, params=[files, low, high, *params, asked]).to_arrow_reader(
-                        EXPORT_BATCH_ROWS):
-                    if not batch.num_rows:
-                        continue
-                    got += batch.num_rows
-                    position = Position(batch.column("time_us")[-1].as_py(), batch.column("uri")[-1].as_py(), 0)
-                    kept = view.keep_batch(_matching_batch(batch, filters.needles), hot=False).slice(0, left)
-                    left -= kept.num_rows
-                    if kept.num_rows:
-                        yield kept
-                if dogs[0].fired:  # it went off just before or during this statement: the result may be cut short
-                    raise _BudgetSpent
-                if got < asked:
-                    break  # this window has no more matches
-            if left <= 0:
-                return
+        return Exporter(self).export(filters, max_rows)
 
     # --- identity
 
