@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.host.conftest import INVENTORY, REPO, http_get, wait_until, why
+from tests.host.conftest import INVENTORY, REPO, wait_until, why
 from tests.host.sftp_target import SftpTarget
 from tests.host.webhook import WebhookReceiver
 from tests.validation import day, probe
@@ -63,10 +63,11 @@ def playbook() -> Any:
     return run
 
 
-def health_ok(host_ip: str) -> bool:
+def health_ok(proxy) -> bool:
+    """/health answers 200 through the TLS proxy (Gunicorn listens on the host's loopback only)."""
     try:
-        return http_get(f"http://{host_ip}:{API_PORT}/health", timeout=5)[0] == 200
-    except OSError:
+        return proxy.get("/health", timeout=5)[0] == 200
+    except OSError:  # ssl.SSLError is an OSError too
         return False
 
 
@@ -159,7 +160,7 @@ def wipe_volume(host, device: str) -> None:
     assert wipe.rc == 2, f"the volume still has a signature after wipefs: {wipe.stdout} {wipe.stderr}"
 
 
-def test_backup_wipe_restore_gives_the_same_data(host, facts, playbook, data_dir, redis_cli):
+def test_backup_wipe_restore_gives_the_same_data(host, facts, playbook, data_dir, redis_cli, proxy):  # noqa: PLR0917
     Ssh(facts).run(f"cat > {REMOTE_PROBE}", stdin=Path(probe.__file__).read_bytes())
     device = host.run("findmnt -n -o SOURCE --mountpoint /srv/firehose").stdout.strip()
     assert device, "the volume is not mounted on /srv/firehose"
@@ -190,7 +191,7 @@ def test_backup_wipe_restore_gives_the_same_data(host, facts, playbook, data_dir
         {k: (before["files"].get(k), after["files"].get(k)) for k in set(before["files"]) ^ set(after["files"])})
     assert after["rows"] == before["rows"]
     assert after["redis"] == before["redis"]
-    assert wait_until(lambda: health_ok(facts["TESTHOST_IP"]), timeout=120), why(host, "firehose-api.service")
+    assert wait_until(lambda: health_ok(proxy), timeout=120), why(host, "firehose-api.service")
 
 
 # --- reboot mid-ingest ------------------------------------------------------------------------------------------
@@ -206,7 +207,7 @@ def active_since(host, unit: str) -> int:
     return int(value or 0)
 
 
-def test_reboot_mid_ingest_comes_back_in_order_losing_and_doubling_nothing(host, facts):
+def test_reboot_mid_ingest_comes_back_in_order_losing_and_doubling_nothing(host, facts, proxy):
     # A day of 2025 of its own per run (a rerun on the same host must not count an earlier run's events).
     day_of_run = datetime.date(2025, 1, 1) + datetime.timedelta(days=int(time.time() // 60) % 365)
     spec = SimSpec(events=12_000, days=0.05, start=f"{day_of_run.isoformat()}T00:00:00Z", seed=12, rate=300)
@@ -222,7 +223,7 @@ def test_reboot_mid_ingest_comes_back_in_order_losing_and_doubling_nothing(host,
         with contextlib.suppress(subprocess.TimeoutExpired):  # the connection may go down with the host
             target.ssh.run("systemctl reboot", check=False, timeout=30)
         assert wait_until(lambda: boots(facts) > booted, timeout=180), "the host did not boot again"
-        healthy = wait_until(lambda: health_ok(facts["TESTHOST_IP"]), timeout=REBOOT_HEALTH_BOUND_S + 120)
+        healthy = wait_until(lambda: health_ok(proxy), timeout=REBOOT_HEALTH_BOUND_S + 120)
         health_s = time.monotonic() - t0
         assert healthy, f"/health is not 200 {health_s:.0f} s after the reboot{why(host, 'firehose-api.service')}"
         print(f"/health answered 200 {health_s:.0f} s after `systemctl reboot` (the host booted again)")
@@ -260,7 +261,7 @@ def release_of(host, unit: str) -> str:
     return m.group(1)
 
 
-def test_rollback_returns_to_the_previous_release(host, facts, playbook):
+def test_rollback_returns_to_the_previous_release(host, facts, playbook, proxy):
     first = host.run("readlink /opt/firehose/current").stdout.strip()
     assert first.startswith("/opt/firehose/releases/"), first
     source = REPO / "var" / "test-host" / "rollback-app"
@@ -291,4 +292,4 @@ def test_rollback_returns_to_the_previous_release(host, facts, playbook):
         assert wait_until(lambda u=unit: host.service(u).is_running and release_of(host, u) == first, timeout=90), \
             why(host, unit)
     assert host.run("/opt/firehose/current/venv/bin/firehose --version").stdout.strip() == f"firehose {version}"
-    assert wait_until(lambda: health_ok(facts["TESTHOST_IP"]), timeout=120), why(host, "firehose-api.service")
+    assert wait_until(lambda: health_ok(proxy), timeout=120), why(host, "firehose-api.service")
