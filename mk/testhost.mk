@@ -10,7 +10,7 @@
 TESTHOST     ?= tests/host/testhost.sh
 TESTHOST_ENV  = TESTHOST_VENV_BIN="$(abspath $(BIN))"
 
-.PHONY: host-up host-down host-status test-host image-test
+.PHONY: host-up host-down host-status test-host image-test reboot-test
 
 host-up: venv ## boot the nspawn test host and provision it (Packer null build); it stays up
 	$(TESTHOST_ENV) $(TESTHOST) create
@@ -20,6 +20,9 @@ host-down: ## stop the test host and remove everything it created
 
 host-status: ## is the test host up? (and its failed units)
 	@$(TESTHOST_ENV) $(TESTHOST) status
+
+reboot-test: venv ## the reboot-mid-ingest test against the running test host (make host-up first)
+	$(TESTHOST_ENV) TESTHOST_MARKERS=reboot $(TESTHOST) test
 
 test-host: venv ## run tests/host (pytest-testinfra) against the running test host
 	$(TESTHOST_ENV) $(TESTHOST) test

@@ -141,7 +141,8 @@ def back_up(host, target: SftpTarget) -> None:
     metrics = host.file("/var/lib/prometheus/node-exporter/firehose_backup.prom").content_string
     assert "firehose_backup_last_run_success 1" in metrics, metrics
     assert any(p.name == "config" for p in target.repo.iterdir()), "no restic repository on the SFTP target"
-    snapshots = host.run(". /usr/local/lib/firehose/backup-lib.sh && rst snapshots --json --tag firehose")
+    # bash: the library is a bash script (pipefail), and testinfra runs commands with sh through sudo
+    snapshots = host.run("bash -c '. /usr/local/lib/firehose/backup-lib.sh && rst snapshots --json --tag firehose'")
     assert snapshots.rc == 0 and len(json.loads(snapshots.stdout)) == 1, snapshots.stdout + snapshots.stderr
 
     def exported() -> bool:
@@ -207,6 +208,7 @@ def active_since(host, unit: str) -> int:
     return int(value or 0)
 
 
+@pytest.mark.reboot
 def test_reboot_mid_ingest_comes_back_in_order_losing_and_doubling_nothing(host, facts, proxy):
     # A day of 2025 of its own per run (a rerun on the same host must not count an earlier run's events).
     day_of_run = datetime.date(2025, 1, 1) + datetime.timedelta(days=int(time.time() // 60) % 365)

@@ -564,7 +564,8 @@ cmd_test() {
   log "tests/host against $HOST_IP"
   # shellcheck disable=SC2086
   (cd "$REPO" && PATH="$BIN:$PATH" TESTHOST_INVENTORY="$INVENTORY" \
-     "$BIN/python" -m pytest tests/host -m host -p no:cacheprovider ${TESTHOST_PYTEST_ARGS:-} "$@")
+     "$BIN/python" -m pytest tests/host -m "${TESTHOST_MARKERS:-host and not reboot}" -p no:cacheprovider \
+       ${TESTHOST_PYTEST_ARGS:-} "$@")
 }
 
 # Boot, bake, check the image, deploy; on failure tear everything down (unless TESTHOST_KEEP_ON_FAILURE=1).
