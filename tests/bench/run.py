@@ -149,12 +149,6 @@ def bench_search(work: Path, events: int, repetitions: int = 25) -> dict[str, di
     raw_bytes, seconds = write_day(data, events)
     print(f"  one day: {events:,} events, {raw_bytes / 1e9:.2f} GB raw -> {dir_bytes(data) / 1e9:.3f} GB Parquet "
           f"(ratio {dir_bytes(data) / raw_bytes:.3f}) in {seconds:.0f}s")
-    port = free_port()
-    env = {**os.environ, "FIREHOSE_DATA_DIR": str(data), "FIREHOSE_API_BIND": f"127.0.0.1:{port}",
-           "FIREHOSE_PLC_URL": "", "FIREHOSE_REDIS_URL": "redis://127.0.0.1:1/0"}
-    gunicorn = Path(sys.executable).with_name("gunicorn")
-    api = subprocess.Popen([str(gunicorn), "-c", "python:firehose.gunicorn_conf", "firehose.api:create_app()"],
-                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     queries = {
         "common word": {"text": COMMON_WORD},
         "rare word": {"text": RARE_WORD},
@@ -163,23 +157,7 @@ def bench_search(work: Path, events: int, repetitions: int = 25) -> dict[str, di
         "no filter": {},
         "two words": {"text": f"{COMMON_WORD} the"},
     }
-    results = {}
-    try:
-        wait_for_port(port, timeout=30)
-        for name, params in queries.items():
-            url = f"http://127.0.0.1:{port}/search?" + urllib.parse.urlencode(params)
-            timings, rows = [], 0
-            for _ in range(repetitions):
-                t0 = time.perf_counter()
-                with urllib.request.urlopen(url, timeout=60) as response:
-                    rows = len(json.load(response)["results"])
-                timings.append((time.perf_counter() - t0) * 1000)
-            timings.sort()
-            results[name] = {"p50_ms": statistics.median(timings), "p95_ms": timings[int(0.95 * (len(timings) - 1))],
-                             "rows": rows}
-    finally:
-        stop_process(api)
-    return results
+    return api_latency(data, queries, repetitions)  # the first request of each query is discarded
 
 
 def bench_freshness(work: Path, rate: int, seconds: float) -> dict[str, float]:
