@@ -33,7 +33,9 @@ class SftpTarget:
         base.mkdir(parents=True, exist_ok=True)
         self.dir = Path(tempfile.mkdtemp(prefix="sftp-target.", dir=base))
         self.dir.chmod(0o755)
-        self.jail = self.dir / "jail"
+        # sshd refuses a chroot with any path component that is not root-owned or is group/world-writable (a clone
+        # under /tmp would be): the jail lives in /run, root's and 0755, whatever the checkout's location
+        self.jail = Path(tempfile.mkdtemp(prefix="firehose-sftp-jail.", dir="/run"))
         self.repo = self.jail / "repo"
         self.log = self.dir / "sshd.log"
         # One host key for every run (kept beside the test host's own key pair): the box remembers the first one it
@@ -42,7 +44,7 @@ class SftpTarget:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def _write_config(self) -> Path:
-        self.jail.mkdir(mode=0o755)
+        self.jail.chmod(0o755)
         self.repo.mkdir(mode=0o700)
         if not self.host_key.exists():
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.host_key)], check=True)
@@ -102,6 +104,7 @@ class SftpTarget:
                 self.proc.wait(10)
         self.proc = None
         shutil.rmtree(self.dir, ignore_errors=True)
+        shutil.rmtree(self.jail, ignore_errors=True)
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
