@@ -17,6 +17,7 @@ and `snapshot.error` says why.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -228,12 +229,12 @@ class HotTier:
             except (redis.RedisError, OSError) as exc:
                 log.warning("hot tier: cannot read the buffer (%s); serving what was read before", exc)
                 self._client = None
-                state.snapshot = _with_error(state.snapshot, f"the buffer cannot be read: {exc}")
+                state.snapshot = dataclasses.replace(state.snapshot, error=f"the buffer cannot be read: {exc}")
                 return state.snapshot
             if changed or state.snapshot.error:
                 state.snapshot = snapshot_of(state.segments, now)
             else:
-                state.snapshot = _with_read_at(state.snapshot, now)
+                state.snapshot = dataclasses.replace(state.snapshot, read_at=now, error=None)
             return state.snapshot
 
     def _redis(self) -> redis.Redis:
@@ -303,13 +304,3 @@ def _by_bucket(entries: list[tuple[bytes, bytes]]) -> list[list[tuple[bytes, byt
             bucket = b
         groups[-1].append(entry)
     return groups
-
-
-def _with_error(snapshot: HotSnapshot, error: str) -> HotSnapshot:
-    return HotSnapshot(snapshot.posts, snapshot.deleted_uris, snapshot.accounts, snapshot.identities,
-                       snapshot.uris, snapshot.newest_time_us, snapshot.read_at, error)
-
-
-def _with_read_at(snapshot: HotSnapshot, read_at: float) -> HotSnapshot:
-    return HotSnapshot(snapshot.posts, snapshot.deleted_uris, snapshot.accounts, snapshot.identities,
-                       snapshot.uris, snapshot.newest_time_us, read_at, None)
