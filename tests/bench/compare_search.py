@@ -28,17 +28,9 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "app"))
 
-from firehose.simulator.vocabulary import COMMON_WORD, PHRASE, RARE_WORD, TAG  # noqa: E402
+from tests.bench.run import DAY_QUERIES as QUERIES  # noqa: E402
 from tests.bench.run import write_day  # noqa: E402
 from tests.conftest import free_port, start_redis, stop_process, wait_for_port  # noqa: E402
-
-QUERIES = {
-    "common word": {"text": COMMON_WORD},
-    "rare word": {"text": RARE_WORD},
-    "phrase exact": {"text": PHRASE, "exact": "true"},
-    "hashtag": {"tag": TAG},
-    "no filter": {},
-}
 
 
 def serve(app_dir: Path, data: Path, redis_url: str) -> tuple[subprocess.Popen, str]:

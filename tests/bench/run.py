@@ -56,6 +56,17 @@ DAY_START = "2026-05-25T00:00:00Z"
 DAY_START_US = 1_779_667_200_000_000
 
 
+# The /search queries timed over one day (also by tests/bench/compare_search.py).
+DAY_QUERIES: dict[str, dict[str, str]] = {
+    "common word": {"text": COMMON_WORD},
+    "rare word": {"text": RARE_WORD},
+    "phrase exact": {"text": PHRASE, "exact": "true"},
+    "hashtag": {"tag": TAG},
+    "no filter": {},
+    "two words": {"text": f"{COMMON_WORD} the"},
+}
+
+
 def dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*.parquet") if ".staging" not in p.parts)
 
@@ -149,15 +160,7 @@ def bench_search(work: Path, events: int, repetitions: int = 25) -> dict[str, di
     raw_bytes, seconds = write_day(data, events)
     print(f"  one day: {events:,} events, {raw_bytes / 1e9:.2f} GB raw -> {dir_bytes(data) / 1e9:.3f} GB Parquet "
           f"(ratio {dir_bytes(data) / raw_bytes:.3f}) in {seconds:.0f}s")
-    queries = {
-        "common word": {"text": COMMON_WORD},
-        "rare word": {"text": RARE_WORD},
-        "phrase exact": {"text": PHRASE, "exact": "true"},
-        "hashtag": {"tag": TAG},
-        "no filter": {},
-        "two words": {"text": f"{COMMON_WORD} the"},
-    }
-    return api_latency(data, queries, repetitions)  # the first request of each query is discarded
+    return api_latency(data, DAY_QUERIES, repetitions)  # the first request of each query is discarded
 
 
 def bench_freshness(work: Path, rate: int, seconds: float) -> dict[str, float]:
