@@ -91,7 +91,7 @@ lint-python: venv ## ruff (app, tests), mypy (app; mypy.ini)
 	$(BIN)/ruff check app tests
 	$(BIN)/mypy
 
-lint: lint-python lint-appliance ## everything: ruff, ansible-lint, yamllint, packer validate, promtool
+lint: lint-python lint-appliance ## everything: ruff, mypy, ansible-lint, yamllint, packer and caddy validate, promtool
 
 bench: deps venv ## throughput, storage ratio and search latency on generated data (prints figures)
 	$(PYTHON) tests/bench/run.py $(BENCH_ARGS)
