@@ -1,4 +1,5 @@
-"""Week and month runs: events generated straight into the flush's writer, then compacted, served and queried.
+"""Week, month and history runs: events generated straight into the flush's writer, then compacted, served and
+queried.
 
 A week at scale 1 is 56.7M events and a month 243M, more than the websocket path can carry on one machine in
 reasonable time, so these runs skip the websocket, the ingester and Redis and use the flush's own code from the
@@ -16,6 +17,11 @@ stream entry onwards:
 
 Raw JSON is never written: its bytes are counted as each event is serialised. Days are generated in parallel
 by `--workers` processes (default: one per core).
+
+Resumable (`--resume`): every finished day and every compacted partition leaves a marker (its result, as JSON)
+under `<work>/progress/`; a resumed run skips them and redoes only what was unfinished. Redoing a half-written
+day is safe: its files get the same names and contents, and each replaces its namesake atomically. Compaction
+starts only once every day is written, so no compacted partition receives a file afterwards.
 """
 
 from __future__ import annotations
@@ -23,7 +29,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import itertools
+import json
 import multiprocessing
+import os
 import resource
 import time
 from collections import Counter
@@ -43,7 +51,7 @@ from tests.validation.accounting import Accounting, expected_rows
 from tests.validation.day import Say
 from tests.validation.local import LocalApi, base_env
 from tests.validation.procs import Processes
-from tests.validation.queries import build_suite, run_suite
+from tests.validation.queries import RANGES, build_suite, run_suite
 from tests.validation.report import RunResult, this_machine
 
 BULK_PATH = (
@@ -53,6 +61,38 @@ BULK_PATH = (
     "parallel -> `Compactor.compact_partition` per table and finished day -> the API under Gunicorn for the HTTP "
     "suite, DuckDB directly on the Parquet for the analytical queries. No websocket, ingester or Redis: those "
     "are measured by the day run. Raw JSON bytes are counted as events are serialised, never stored.")
+
+HISTORY_RANGES = (1, 7, 30, 90, 180, 365, 730)
+"""Days searched by a history run (those up to its length, and its length itself)."""
+
+
+class RunMismatch(RuntimeError):
+    """`--resume` of a run whose parameters differ from this one's."""
+
+
+class Progress:
+    """The finished steps of a run, one JSON marker each under `<work>/progress/` (see the module docstring)."""
+
+    def __init__(self, work: Path, params: dict[str, Any], *, resume: bool) -> None:
+        self.dir = work / "progress"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        recorded = self.load("params")
+        if recorded is not None and recorded != params:
+            raise RunMismatch(f"{work} holds a run with {recorded}, not {params}: resume it with the same "
+                              "parameters, or choose another RUN_ID")
+        unfinished = any(self.dir.iterdir()) if recorded is None else not resume
+        if unfinished:
+            raise RunMismatch(f"{work} holds an unfinished run: pass --resume (make ... RESUME=1) to continue it")
+        self.save("params", params)
+
+    def load(self, name: str) -> dict[str, Any] | None:
+        path = self.dir / f"{name}.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def save(self, name: str, value: dict[str, Any]) -> None:
+        tmp = self.dir / f".{name}.json.tmp"
+        tmp.write_text(json.dumps(value))
+        os.replace(tmp, self.dir / f"{name}.json")
 
 
 def day_bounds(generator: EventGenerator, start_us: int, days: int, total: int) -> list[tuple[int, int]]:
@@ -102,44 +142,97 @@ def compact_one(task: tuple[str, str, str]) -> dict[str, Any]:
     data_dir, table, date = task
     settings = Settings.from_env({"FIREHOSE_DATA_DIR": data_dir})
     files = storage.partition_files(settings.data_dir, table, date)
-    t0 = time.perf_counter()
-    Compactor(settings).compact_partition(table, date, files)
-    return {"table": table, "date": date, "seconds": time.perf_counter() - t0,
-            "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    done = Compactor(settings).compact_partition(table, date, files)
+    return {"table": table, "date": date, "seconds": done.seconds, "index_seconds": done.index_seconds,
+            "rows": done.rows, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def kind_name(days: int) -> str:
+    """week / month / N-day: how a bulk run of `days` days is named in its report."""
+    return {7: "week", 30: "month"}.get(days, f"{days}-day")
+
+
+def generate(pool: Any, tasks: list[dict[str, Any]], progress: Progress, days: int, say: Say) -> list[dict[str, Any]]:
+    """Every day's events into Parquet (the days an earlier attempt finished are taken from their markers)."""
+    done = [r for t in tasks if (r := progress.load(f"day-{t['day']:03d}")) is not None]
+    if done:
+        say(f"  resuming: {len(done)} of {len(tasks)} days were written by an earlier attempt")
+    finished = {r["day"] for r in done}
+    for result in pool.imap_unordered(write_day, [t for t in tasks if t["day"] not in finished]):
+        progress.save(f"day-{result['day']:03d}", result)
+        done.append(result)
+        say(f"  day {result['day'] + 1}/{days}: {result['events']:,} events in {result['seconds']:.0f}s "
+            f"({result['events'] / result['seconds']:,.0f}/s)")
+    return sorted(done, key=lambda r: r["day"])
+
+
+def compact(pool: Any, data_dir: Path, progress: Progress, say: Say) -> list[dict[str, Any]]:
+    """Compact every (table, day) partition, its day's index included (finished ones taken from their markers)."""
+    parts = [(str(data_dir), t, d) for t in probe.TABLES for d in storage.list_dates(data_dir, t)]
+    done = [r for _, t, d in parts if (r := progress.load(f"compact-{t}-{d}")) is not None]
+    if done:
+        say(f"  resuming: {len(done)} of {len(parts)} partitions were compacted by an earlier attempt")
+    finished = {(r["table"], r["date"]) for r in done}
+    for result in pool.imap_unordered(compact_one, [p for p in parts if (p[1], p[2]) not in finished]):
+        progress.save(f"compact-{result['table']}-{result['date']}", result)
+        done.append(result)
+    return done
+
+
+def index_figures(data_dir: Path, compacted: list[dict[str, Any]], days: int, scale: float) -> dict[str, Any]:
+    """Size and build time of the full-text index, as the compaction built it, for the report."""
+    posts = [r for r in compacted if r["table"] == "posts"]
+    posts_bytes = sum(p.stat().st_size for p in data_dir.glob("posts/date=*/*.parquet"))
+    checks = index.verify(data_dir)  # every day indexed by its compaction: nothing to rebuild
+    # the whole days: the first and the last date may hold only the jitter around the run's edges
+    whole = [r for r in posts if r["rows"] >= 0.5 * max((x["rows"] for x in posts), default=0)]
+    return {"bytes": index.index_bytes(data_dir), "posts_parquet_bytes": posts_bytes,
+            "days_out_of_sync": sum(c.rebuilt for c in checks), "days_indexed": len(posts),
+            "build_seconds": {r["date"]: round(r["index_seconds"], 2) for r in posts},
+            "posts": {r["date"]: r["rows"] for r in posts},
+            "build_seconds_max_whole_day": max((r["index_seconds"] for r in whole), default=0.0),
+            "posts_per_whole_day": round(sum(r["rows"] for r in whole) / max(1, len(whole))),
+            "scale": scale, "days": days}
+
+
+def plan(args: argparse.Namespace, days: int, data_dir: Path) -> tuple[EventGenerator, list[dict[str, Any]]]:
+    """The run's generator and its per-day tasks for `write_day` (a day with no event has none)."""
+    total = max(1000, round(EVENTS_PER_DAY * days * args.scale))
+    start_us = parse_time(args.start)
+    rate = total / (days * 86_400)
+    generator = EventGenerator(args.seed, start_us, Profile(rate=rate, diurnal=True))
+    bounds = day_bounds(generator, start_us, days, total)
+    return generator, [{"day": d, "lo": lo, "hi": hi, "seed": args.seed, "start_us": start_us, "rate": rate,
+                        "data_dir": str(data_dir)} for d, (lo, hi) in enumerate(bounds) if hi > lo]
+
+
+def run_params(args: argparse.Namespace, days: int) -> dict[str, Any]:
+    """What must not change between a run and its resumption."""
+    return {"days": days, "scale": args.scale, "seed": args.seed, "start": args.start}
 
 
 def run_bulk(args: argparse.Namespace, days: int, logs: Path, work: Path, say: Say) -> RunResult:
-    """The week or month run (see the module docstring)."""
-    total = max(1000, round(EVENTS_PER_DAY * days * args.scale))
-    start_us = parse_time(args.start)
-    end_us = start_us + days * 86_400_000_000
-    rate = total / (days * 86_400)
-    generator = EventGenerator(args.seed, start_us, Profile(rate=rate, diurnal=True))
+    """The week, month or history run (see the module docstring)."""
     data_dir = work / "data"
     storage.ensure_layout(data_dir)
+    progress = Progress(work, run_params(args, days), resume=args.resume)
+    generator, tasks = plan(args, days, data_dir)
+    total = tasks[-1]["hi"]
+    start_us = parse_time(args.start)
+    end_us = start_us + days * 86_400_000_000
     workers = args.workers or multiprocessing.cpu_count()
-    bounds = day_bounds(generator, start_us, days, total)
-    tasks = [{"day": d, "lo": lo, "hi": hi, "seed": args.seed, "start_us": start_us, "rate": rate,
-              "data_dir": str(data_dir)} for d, (lo, hi) in enumerate(bounds) if hi > lo]
     say(f"generating {total:,} events over {days} days into {data_dir} with {workers} workers")
     timings: dict[str, float] = {}
-    peaks: dict[str, float] = {}
     t0 = time.monotonic()
-    ctx = multiprocessing.get_context("spawn")
-    done = []
-    with ctx.Pool(workers) as pool:
-        for result in pool.imap_unordered(write_day, tasks):
-            done.append(result)
-            peaks["generate-worker"] = max(peaks.get("generate-worker", 0.0), result["maxrss_mb"])
-            say(f"  day {result['day'] + 1}/{days}: {result['events']:,} events in {result['seconds']:.0f}s "
-                f"({result['events'] / result['seconds']:,.0f}/s)")
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        done = generate(pool, tasks, progress, days, say)
         timings["generate_write_s"] = time.monotonic() - t0
         flushed = sum(p.stat().st_size for p in data_dir.glob("*/date=*/*.parquet"))
         t1 = time.monotonic()
-        parts = [(str(data_dir), t, d) for t in probe.TABLES for d in storage.list_dates(data_dir, t)]
-        for result in pool.imap_unordered(compact_one, parts):
-            peaks["compact-worker"] = max(peaks.get("compact-worker", 0.0), result["maxrss_mb"])
+        compacted = compact(pool, data_dir, progress, say)
         timings["compact_s"] = time.monotonic() - t1
+    peaks = {"generate-worker": max(r["maxrss_mb"] for r in done),
+             "compact-worker": max(r["maxrss_mb"] for r in compacted)}
     say(f"  wrote and compacted in {timings['generate_write_s']:.0f}s + {timings['compact_s']:.0f}s")
     counts = probe.count(data_dir, start_us - 60_000_000, end_us + 60_000_000)
     written = Counter()
@@ -152,41 +245,43 @@ def run_bulk(args: argparse.Namespace, days: int, logs: Path, work: Path, say: S
                                                        "dropped_by_writer_dedupe": duplicate})
     say(f"accounting: generated {generated:,}, duplicate {duplicate:,}, stored {accounting.events_stored:,} -> "
         f"{'OK' if accounting.ok else 'FAILED'}")
-    queries, analytics = bulk_queries(args, days, data_dir, logs, work, say=say, timings=timings,
+    indexed = index_figures(data_dir, compacted, days, args.scale)
+    ranges = tuple(sorted({r for r in HISTORY_RANGES if r < days} | {days})) if args.kind == "history" else RANGES
+    queries, analytics = bulk_queries(args, days, data_dir, logs, work, ranges=ranges, say=say, timings=timings,
                                       peaks=peaks)
     raw = sum(r["raw_bytes"] for r in done)
-    batches = [b for r in sorted(done, key=lambda r: r["day"]) for b in r["batches"]]
+    batches = [b for r in done for b in r["batches"]]
     per_day = {dt.datetime.fromtimestamp((start_us + r["day"] * 86_400_000_000) / 1e6, tz=dt.UTC).strftime(
         "%m-%d"): r["events"] / r["seconds"] for r in done}
     params = {"scale": args.scale, "days": days, "events (target)": total, "simulated start": args.start,
               "seed": args.seed, "diurnal": "sine, peak/trough 1.6, peak 15:00 UTC", "workers": workers,
               "batch (flush_chunk)": Settings().flush_chunk, "warm reps": args.warm_reps,
-              "cold reps": args.cold_reps, "analytics reps (max)": args.analytics_reps}
-    rate_all = generated / timings["generate_write_s"]
-    posts_bytes = sum(p.stat().st_size for p in data_dir.glob("posts/date=*/*.parquet"))
-    index_bytes = index.index_bytes(data_dir)
-    checks = index.verify(data_dir)  # every day indexed by its compaction: nothing to rebuild
+              "cold reps": args.cold_reps, "analytics reps (max)": args.analytics_reps,
+              "days searched": ", ".join(map(str, ranges))}
+    rate_all = generated / sum(r["seconds"] for r in done) * workers  # resume-proof: per-day process time
     notes = [f"Parquet as written, before compaction: {flushed:,} bytes (ratio {flushed / raw:.4f})",
-             f"full-text index (built per day by the compaction): {index_bytes:,} bytes = "
-             f"{index_bytes / max(1, posts_bytes):.1%} of the posts Parquet ({posts_bytes:,} bytes); "
-             f"days out of sync after the run: {sum(c.rebuilt for c in checks)}",
+             f"full-text index (built per day by the compaction): {indexed['bytes']:,} bytes = "
+             f"{indexed['bytes'] / max(1, indexed['posts_parquet_bytes']):.1%} of the posts Parquet "
+             f"({indexed['posts_parquet_bytes']:,} bytes); days out of sync after the run: "
+             f"{indexed['days_out_of_sync']}",
              f"`ingest_events_per_s` here is the generate + build_tables + write_parquet rate of {workers} "
              "workers together (no websocket or Redis); the ingest target is measured by the day run."]
     return RunResult(
-        "week" if days == 7 else "month" if days == 30 else f"{days}-day", args.run_id, "local",
+        kind_name(days) if args.kind != "history" else "history", args.run_id, "local",
         BULK_PATH.format(chunk=Settings().flush_chunk, workers=workers), params, accounting, raw, counts["bytes"],
-        rate_all, f"{generated:,} events generated and written in {timings['generate_write_s']:.0f} s by {workers} "
-        "processes (not an ingest rate)", batches, [], queries, analytics, {k: round(v, 1) for k, v in
-                                                                              peaks.items()}, timings,
-        this_machine(work), per_day_rates=per_day, notes=notes)
+        rate_all, f"{generated:,} events generated and written by {workers} processes at {rate_all:,.0f} "
+        "events/s together (not an ingest rate)", batches, [], queries, analytics,
+        {k: round(v, 1) for k, v in peaks.items()}, timings, this_machine(work), per_day_rates=per_day, notes=notes,
+        index=indexed)
 
 
-def bulk_queries(args: argparse.Namespace, days: int, data_dir: Path, logs: Path, work: Path, *, say: Say,
-                 timings: dict[str, float], peaks: dict[str, float]) -> tuple[dict[str, Any], dict[str, Any]]:
+def bulk_queries(args: argparse.Namespace, days: int, data_dir: Path, logs: Path, work: Path, *,
+                 ranges: tuple[int, ...], say: Say, timings: dict[str, float],
+                 peaks: dict[str, float]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The HTTP suite over the generated data (API under Gunicorn) and the analytical queries."""
     end_day = dt.datetime.fromtimestamp(parse_time(args.start) / 1e6, tz=dt.UTC).date() + dt.timedelta(days=days)
     username = probe.pick_username(data_dir)
-    suite = build_suite(end_day, days, username)
+    suite = build_suite(end_day, days, username, ranges)
     say(f"query suite: {len(suite)} requests x ({args.cold_reps} cold + {args.warm_reps} warm); username {username}")
     t0 = time.monotonic()
     with Processes(logs, base_env(work, 1)) as procs:

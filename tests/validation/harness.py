@@ -1,6 +1,7 @@
-"""Scaled validation runs: `python -m tests.validation.harness day|week|month [--scale S] [--target local|host]`.
+"""Scaled validation runs: `python -m tests.validation.harness day|week|month|history [--scale S] [--target ...]`.
 
 Writes `results/<run-id>/` (summary.json, REPORT.md, PNG plots, logs/) and points `results/latest` at it.
+A week, month or history run that stops before its end keeps its data; `--resume` with the same run id carries on.
 Exit status: 0 when the accounting is exact, 1 when it is not, 2 when the run could not be carried out.
 See docs/validation.md.
 """
@@ -22,7 +23,7 @@ from tests.validation.procs import Processes
 from tests.validation.report import RunResult, this_machine, write_all
 
 REPO = Path(__file__).resolve().parents[2]
-KINDS = {"day": 1, "week": 7, "month": 30}
+KINDS = {"day": 1, "week": 7, "month": 30, "history": 0}  # history: --days
 
 
 class RunFailed(RuntimeError):
@@ -48,11 +49,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=7, help="generator seed (default 7)")
     p.add_argument("--start", default="2026-05-25T00:00:00Z", help="first simulated day (default 2026-05-25)")
     p.add_argument("--keep-data", action="store_true", help="keep the Parquet data and Redis files of the run")
+    p.add_argument("--days", type=int, default=365, help="history run: simulated days (default 365)")
+    p.add_argument("--resume", action="store_true",
+                   help="week/month/history: carry on the unfinished run --run-id (its data was kept)")
     args = p.parse_args(argv)
     if not 0 < args.scale <= 10:
         p.error("--scale must be in (0, 10]")
+    if not 1 <= args.days <= 3650:
+        p.error("--days must be in [1, 3650]")
+    if args.resume and (args.kind == "day" or not args.run_id):
+        p.error("--resume carries on a week, month or history run: give its --run-id (make ... RUN_ID=... RESUME=1)")
     if args.target == "host" and args.kind != "day":
-        p.error("week and month runs write straight to Parquet on this machine; use --target local "
+        p.error("week, month and history runs write straight to Parquet on this machine; use --target local "
                 "(the test host's 4 GiB volume does not hold a month at scale 1 either)")
     args.run_id = args.run_id or (f"{args.kind}-{args.scale:g}-{args.target}-"
                                   f"{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%SZ')}")
@@ -122,12 +130,17 @@ def main(argv: list[str] | None = None) -> int:
     out = args.results / args.run_id
     logs = out / "logs"
     work = args.work / args.run_id
-    if out.exists() or work.exists():
-        print(f"validation: {out} or {work} exists already; choose another RUN_ID", file=sys.stderr)
+    if args.resume and not work.exists():
+        print(f"validation: nothing to resume: {work} does not exist", file=sys.stderr)
         return 2
-    logs.mkdir(parents=True)
-    work.mkdir(parents=True)
+    if not args.resume and (out.exists() or work.exists()):
+        print(f"validation: {out} or {work} exists already; choose another RUN_ID (or RESUME=1 to carry on an "
+              "unfinished week, month or history run)", file=sys.stderr)
+        return 2
+    logs.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
+    finished = False
 
     def say(message: str) -> None:
         print(f"[{time.monotonic() - started:7.1f}s] {message}", flush=True)
@@ -138,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
             runner = run_day_host if args.target == "host" else run_day_local
             result = runner(args, logs, work, say)
         else:
-            result = bulk.run_bulk(args, KINDS[args.kind], logs, work, say)
+            result = bulk.run_bulk(args, KINDS[args.kind] or args.days, logs, work, say)
+        finished = True
     except KeyboardInterrupt:
         say("interrupted; every process this run started has been stopped")
         return 2
@@ -147,7 +161,10 @@ def main(argv: list[str] | None = None) -> int:
         say(f"the run could not be completed: {exc} (traceback in {logs / 'error.txt'})")
         return 2
     finally:
-        if not args.keep_data:
+        if args.kind != "day" and not finished:
+            say(f"the data so far is kept in {work}: carry on with `--resume --run-id {args.run_id}` "
+                f"(make validate-{args.kind} ... RUN_ID={args.run_id} RESUME=1), or delete it")
+        elif not args.keep_data:
             shutil.rmtree(work, ignore_errors=True)
     result.timings["total_s"] = time.monotonic() - started
     summary = write_all(result, out, args.results)

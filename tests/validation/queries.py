@@ -55,8 +55,9 @@ def iso(day: dt.date) -> str:
     return f"{day.isoformat()}T00:00:00Z"
 
 
-def build_suite(end_day: dt.date, data_days: int, username: str | None) -> list[HttpQuery]:
-    """Searches over the last 1/7/30 days the data covers (up to `end_day`, exclusive), and a 1000-row export."""
+def build_suite(end_day: dt.date, data_days: int, username: str | None,
+                ranges: tuple[int, ...] = RANGES) -> list[HttpQuery]:
+    """Searches over the last `ranges` days the data covers (up to `end_day`, exclusive), and a 1000-row export."""
     searches: list[tuple[str, dict[str, str]]] = [
         ("common_word", {"text": COMMON_WORD}),
         ("rare_word", {"text": RARE_WORD}),
@@ -70,7 +71,7 @@ def build_suite(end_day: dt.date, data_days: int, username: str | None) -> list[
     if username:
         searches.append(("username", {"username": username}))
     suite = []
-    for days in (d for d in RANGES if d <= max(data_days, 1)):
+    for days in (d for d in ranges if d <= max(data_days, 1)):
         window = {"start": iso(end_day - dt.timedelta(days=days)), "end": iso(end_day)}
         suite += [HttpQuery(f"{name}_{days}d", "/search", {**params, **window}, days) for name, params in searches]
     suite.append(HttpQuery("stats", "/stats", {}, None))

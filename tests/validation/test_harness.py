@@ -119,3 +119,47 @@ def test_tiny_local_day_run(tmp_path: Path) -> None:
     assert data["events_stored"] == data["events_generated"] - data["events_duplicate"] == 4050
     assert data["events_duplicate"] > 0  # the deliberate restarts replayed events
     assert not (tmp_path / "work" / "tiny").exists()  # the data is removed after the run
+
+
+def test_history_report_has_the_index_targets_and_the_growth_plot(tmp_path: Path) -> None:
+    queries = {}
+    for days, ms in ((1, 20.0), (7, 25.0), (30, 40.0), (90, 60.0)):
+        queries[f"common_word_{days}d"] = {"p50": ms, "p95": 2 * ms, "rows": 50}
+        queries[f"no_match_{days}d"] = {"p50": 5.0, "p95": ms / 2, "rows": 0}
+        queries[f"no_match_{days}d_cold"] = {"p50": 10 * ms, "p95": 20 * ms, "rows": 0}
+    ix = {"bytes": 30, "posts_parquet_bytes": 100, "build_seconds_max_whole_day": 2.0, "posts_per_whole_day": 93_000}
+    out = tmp_path / "history"
+    write_all(_result(kind="history", queries=queries, index=ix), out, tmp_path)
+    report = (out / "REPORT.md").read_text()
+    assert (out / "search_vs_history.png").stat().st_size > 0
+    assert "| index size | <= 35% of the posts Parquet bytes | 30 bytes = 30.0% of 100 | **met** |" in report
+    assert "20.0 s scaled to 930k posts) | **met** |" in report
+    assert "worst p50 40.0 ms (common_word), worst p95 80.0 ms (common_word)" in report
+    assert "| a word with no match over 30 days | < 300 ms | warm p50 5.0 ms, p95 20.0 ms | **met** |" in report
+    assert "worst cold p50 400.0 ms (no_match) | **met** |" in report
+    assert "90x the days: worst warm p50 growth 3.0x (common_word)" in report
+
+
+@pytest.mark.slow
+def test_interrupted_history_run_resumes_without_losing_or_doubling(tmp_path: Path) -> None:
+    """A history run whose first attempt wrote days 1 and 2 but stopped before recording day 2 as done carries on
+    with --resume: day 1 is not generated again, day 2 is redone over its own files (same names, replaced), and
+    every event is stored once. (A day is written chunk by chunk, each chunk's files named after its first and
+    last event, so an attempt stopped inside a day leaves whole chunks that the redo replaces the same way.)"""
+    argv = ["history", "--days", "3", "--scale", "0.0002", "--run-id", "hist", "--results", str(tmp_path / "r"),
+            "--work", str(tmp_path / "w"), "--warm-reps", "1", "--cold-reps", "1", "--analytics-reps", "1",
+            "--workers", "1"]
+    args = harness.parse_args(argv + ["--resume"])
+    work = tmp_path / "w" / "hist"
+    _, tasks = bulk.plan(args, 3, work / "data")
+    progress = bulk.Progress(work, bulk.run_params(args, 3), resume=False)
+    progress.save("day-000", bulk.write_day(tasks[0]))
+    bulk.write_day(tasks[1])  # the attempt stopped before saving this day's marker
+    assert harness.main(argv) == 2  # an unfinished run is never overwritten or mixed with a new one
+    assert harness.main(argv + ["--resume"]) == 0
+    data = json.loads((tmp_path / "r" / "hist" / "summary.json").read_text())
+    assert data["events_stored"] == data["events_generated"] == tasks[-1]["hi"]
+    assert not any(data["extra"]["duplicate_keys_by_table"].values())
+    assert data["extra"]["index"]["days_indexed"] >= 3 and data["extra"]["index"]["days_out_of_sync"] == 0
+    assert {"common_word_1d", "common_word_3d"} <= set(data["query_ms"])
+    assert not work.exists()  # a finished run removes its data
