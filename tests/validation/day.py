@@ -187,7 +187,7 @@ def run_day(params: DayParams, target: DayTarget, sim_factory: Callable[[SimSpec
     target.start(sim.url, params.rewind_seconds, params.flush_interval)
     timeout = max(600.0, spec.events / 2000)
     api = target.api()  # up while the ingester works: the freshness probe polls it (served from the hot tier)
-    with FreshnessProbe(api.base_url) as freshness:
+    with FreshnessProbe(api.base_url, sim_window(spec)) as freshness:
         restarts, ends = drive_ingest(sim, target, spec.events, say, timeout)
     timings["ingest_s"] = time.monotonic() - t0
     stats = sim.stats()
@@ -225,12 +225,17 @@ def run_day(params: DayParams, target: DayTarget, sim_factory: Callable[[SimSpec
                       analytics, target.peak_rss_mb(), restarts, timings, notes, trusted)
 
 
+def sim_window(spec: SimSpec) -> dict[str, str]:
+    """The simulated days as /search's start and end parameters (midnight UTC to midnight UTC)."""
+    end_day = dt.datetime.fromtimestamp(spec.end_us / 1e6, tz=dt.UTC).date()
+    return {"start": iso(end_day - dt.timedelta(days=max(1, int(spec.days)))), "end": iso(end_day)}
+
+
 def trusted_figures(target: DayTarget, spec: SimSpec, generator: Any, freshness: FreshnessProbe,
                     say: Callable[[str], None]) -> dict[str, Any]:
     """Hidden posts served (against the generator's ground truth; must be 0) and the freshness lag."""
     truth = hidden_truth(generator, spec.events)
-    end_day = dt.datetime.fromtimestamp(spec.end_us / 1e6, tz=dt.UTC).date()
-    window = {"start": iso(end_day - dt.timedelta(days=max(1, int(spec.days)))), "end": iso(end_day)}
+    window = sim_window(spec)
     searches = [{**window, **q} for q in ({}, {"text": COMMON_WORD}, {"sort": "oldest"}, {"tag": TAG})]
     hidden = served_hidden(target.api().base_url, searches, window, truth)
     fresh = freshness_figures(freshness, target.samples())

@@ -149,14 +149,14 @@ def test_interrupted_history_run_resumes_without_losing_or_doubling(tmp_path: Pa
     argv = ["history", "--days", "3", "--scale", "0.0002", "--run-id", "hist", "--results", str(tmp_path / "r"),
             "--work", str(tmp_path / "w"), "--warm-reps", "1", "--cold-reps", "1", "--analytics-reps", "1",
             "--workers", "1"]
-    args = harness.parse_args(argv + ["--resume"])
+    args = harness.parse_args([*argv, "--resume"])
     work = tmp_path / "w" / "hist"
     _, tasks = bulk.plan(args, 3, work / "data")
     progress = bulk.Progress(work, bulk.run_params(args, 3), resume=False)
     progress.save("day-000", bulk.write_day(tasks[0]))
     bulk.write_day(tasks[1])  # the attempt stopped before saving this day's marker
     assert harness.main(argv) == 2  # an unfinished run is never overwritten or mixed with a new one
-    assert harness.main(argv + ["--resume"]) == 0
+    assert harness.main([*argv, "--resume"]) == 0
     data = json.loads((tmp_path / "r" / "hist" / "summary.json").read_text())
     assert data["events_stored"] == data["events_generated"] == tasks[-1]["hi"]
     assert not any(data["extra"]["duplicate_keys_by_table"].values())

@@ -98,10 +98,13 @@ def served_hidden(base_url: str, searches: list[dict[str, str]], export_params: 
 
 
 class FreshnessProbe:
-    """Polls the API while the ingester works (in a thread): the newest post shown, and a timed search."""
+    """Polls the API while the ingester works (in a thread): the newest post shown, and a timed search, both
+    within the run's simulated time range `window` (start/end parameters): a test host also serves its own live
+    posts, newer than any simulated one."""
 
-    def __init__(self, base_url: str, interval: float = 1.0) -> None:
+    def __init__(self, base_url: str, window: dict[str, str], interval: float = 1.0) -> None:
         self.base_url = base_url
+        self.window = window
         self.interval = interval
         self.polls: list[tuple[float, int]] = []  # (wall time of the answer, newest time_us shown)
         self.search_ms: list[float] = []
@@ -118,8 +121,8 @@ class FreshnessProbe:
         self._thread.join(60)
 
     def _run(self) -> None:
-        newest = f"{self.base_url}/search?limit=1"
-        word = f"{self.base_url}/search?" + urllib.parse.urlencode({"text": COMMON_WORD})
+        newest = f"{self.base_url}/search?" + urllib.parse.urlencode({"limit": "1", **self.window})
+        word = f"{self.base_url}/search?" + urllib.parse.urlencode({"text": COMMON_WORD, **self.window})
         while not self._stop.wait(self.interval):  # sampling cadence, not a wait on a condition
             try:
                 _, body = _get(newest, timeout=60)
