@@ -222,8 +222,8 @@ class Catalog:
             return None
         sql = ("SELECT max(TRY_CAST(stats_max_value AS BIGINT)) FROM parquet_metadata(?) "
                "WHERE path_in_schema = 'time_us'")
-        row = self.db.cursor("meta").execute(sql, [files]).fetchone()
-        return int(row[0]) if row and row[0] is not None else None
+        rows = self.db.cursor("meta").execute(sql, [files]).fetchall()  # fetchall: the result is finished
+        return int(rows[0][0]) if rows and rows[0][0] is not None else None
 
     def stats(self) -> dict[str, Any]:
         """Rows, files and bytes per table per day, from Parquet footers (each file's footer read once; the answer

@@ -56,6 +56,7 @@ RESULT_COLUMNS = (
     "time_us", "did", "uri", "cid", "text", "langs", "reply_parent_uri", "reply_root_uri", "embed_type",
     "embed_uri", "mentions", "links", "tags", "created_at",
 )
+RESULT_SELECT = ", ".join(RESULT_COLUMNS)
 # Columns of an export, in CSV order; `username` is added per batch from the DID.
 EXPORT_COLUMNS = (
     "timestamp", "username", "text", "uri", "did", "cid", "created_at", "langs", "reply_parent_uri",
@@ -90,6 +91,7 @@ def _iso(time_us: int) -> str:
 
 
 Key = tuple[int, str, "tuple[str, ...] | None"]  # (time_us, uri, the files it came from; None = the hot tier)
+Fetched = dict[tuple[int, str], tuple[Any, ...]]  # result rows (RESULT_COLUMNS) already read, by (time_us, uri)
 
 
 @dataclass(frozen=True)
@@ -110,8 +112,8 @@ class View:
         uris = [r[1] for r in rows]
         hashes: list[int] = []
         if self.rules.deleted_hashes.size:
-            row = cur.execute("SELECT list_transform(?::VARCHAR[], lambda u: hash(u))", [uris]).fetchone()
-            hashes = row[0] if row else []
+            # fetchall, not fetchone: the result must be finished before the cursor's next statement
+            hashes = cur.execute("SELECT list_transform(?::VARCHAR[], lambda u: hash(u))", [uris]).fetchall()[0][0]
         mask = self.rules.keep_mask(uris, [_author(u) for u in uris], hashes or [0] * len(uris))
         served_hot = self.hot.uris
         return [r for r, ok in zip(rows, mask, strict=True) if ok and (hot or r[1] not in served_hot)]
@@ -257,9 +259,9 @@ class Searcher:
         """Lower-case `words` with DuckDB's own lower(), so needle and text are folded the same way."""
         if not words:
             return ()
-        row = self.db.cursor("meta").execute("SELECT list_transform(?::VARCHAR[], lambda w: lower(w))",
-                                             [list(words)]).fetchone()
-        return tuple(row[0]) if row else tuple(w.lower() for w in words)
+        rows = self.db.cursor("meta").execute("SELECT list_transform(?::VARCHAR[], lambda w: lower(w))",
+                                              [list(words)]).fetchall()  # fetchall: the result is finished
+        return tuple(rows[0][0]) if rows else tuple(w.lower() for w in words)
 
     # --- search
 
@@ -281,9 +283,11 @@ class Searcher:
             try:
                 with hot_view(cur, view.hot):
                     hot_keys = self._hot_keys(cur, view, filters, after)[:want + 1]
-                    archive_keys = self._parquet_keys(cur, view, filters, after, need=want + 1, dog=dog)
+                    fetched: Fetched = {}
+                    archive_keys = self._parquet_keys(cur, view, filters, after, need=want + 1, dog=dog,
+                                                      fetched=fetched)
                     keys = _merged(hot_keys, archive_keys, filters.sort)[:want + 1]
-                    rows = self._fetch_rows(cur, keys[:want])
+                    rows = self._fetch_rows(cur, keys[:want], fetched)
                 if dog.fired:
                     raise timeout
             except (duckdb.InterruptException, BudgetSpent) as exc:
@@ -309,9 +313,9 @@ class Searcher:
         return [(r[0], r[1], None) for r in view.keep(cur, _matching(found, filters.needles), hot=True)]
 
     def _parquet_keys(self, cur: duckdb.DuckDBPyConnection, view: View, filters: Filters, after: Position | None,
-                      *, need: int, dog: Watchdog) -> list[Key]:
+                      *, need: int, dog: Watchdog, fetched: Fetched) -> list[Key]:
         """The first `need` servable keys of the archive in sort order: scanned window by window without text,
-        else day by day, through the day's index where it is complete."""
+        else day by day, through the day's index where it is complete (whose rows land in `fetched`)."""
         if not filters.needles:
             return self._scan_keys(cur, view, filters, after, self.windows(filters, after), need=need, dog=dog)
         keys: list[Key] = []
@@ -322,15 +326,18 @@ class Searcher:
                                         need=need - len(keys), dog=dog)
             else:
                 keys += self._index_keys(cur, view, filters, after, indexed=indexed, span=(low, high),
-                                         need=need - len(keys), dog=dog)
+                                         need=need - len(keys), dog=dog, fetched=fetched)
             if len(keys) >= need:
                 return keys[:need]
         return keys
 
     def _index_keys(self, cur: duckdb.DuckDBPyConnection, view: View, filters: Filters, after: Position | None, *,
-                    indexed: tuple[Any, list[str]], span: tuple[int, int], need: int, dog: Watchdog) -> list[Key]:
+                    indexed: tuple[Any, list[str]], span: tuple[int, int], need: int, dog: Watchdog,
+                    fetched: Fetched) -> list[Key]:
         """The first `need` servable keys of one indexed day within `span`: the index gives the times of matching
-        posts in sort order; the rows at those times are read, checked and filtered like scanned ones."""
+        posts in sort order; the rows at those times are read, checked and filtered like scanned ones. The hits
+        are few and scattered over the day, so their result columns are read in the same statement (into
+        `fetched`): a second pass over the same row groups cost as much again."""
         files = indexed[1]
         rest = filters.without_text()
         where, params = where_clause(rest, after)
@@ -338,12 +345,14 @@ class Searcher:
         for hits in self._index_rounds(indexed[0], filters, span, need):
             times = sorted({t for t, _ in hits})
             found = cur.execute(
-                f"SELECT {_key_select(rest)} FROM read_parquet(?, hive_partitioning = false) WHERE time_us >= ? "
-                f"AND time_us <= ? AND time_us IN (SELECT unnest(?::BIGINT[])) AND {where} "
+                f"SELECT time_us, uri, {RESULT_SELECT} FROM read_parquet(?, hive_partitioning = false) "
+                f"WHERE time_us >= ? AND time_us <= ? AND time_us IN (SELECT unnest(?::BIGINT[])) AND {where} "
                 f"ORDER BY {order_by(filters.sort)}", [files, times[0], times[-1], times, *params]).fetchall()
             wanted = set(hits)
             found = [r for r in found if (r[0], uri_key(r[1])) in wanted]
-            keys += [(r[0], r[1], tuple(files)) for r in view.keep(cur, found, hot=False)]
+            for r in view.keep(cur, found, hot=False):
+                fetched[(r[0], r[1])] = r[2:]
+                keys.append((r[0], r[1], tuple(files)))
             if len(keys) >= need:
                 return keys[:need]
             if dog.fired:
@@ -397,19 +406,20 @@ class Searcher:
         return keys
 
     @staticmethod
-    def _fetch_rows(cur: duckdb.DuckDBPyConnection, keys: list[Key]) -> list[tuple[Any, ...]]:
-        """The result columns of the posts `keys` names, in the order of `keys` (row groups pruned by time)."""
+    def _fetch_rows(cur: duckdb.DuckDBPyConnection, keys: list[Key], fetched: Fetched) -> list[tuple[Any, ...]]:
+        """The result columns of the posts `keys` names, in the order of `keys` (those not in `fetched` read now,
+        row groups pruned by time)."""
         by_source: dict[tuple[str, ...] | None, list[tuple[int, str]]] = {}
         for time_us, uri, source in keys:
-            by_source.setdefault(source, []).append((time_us, uri))
-        found: dict[tuple[int, str], tuple[Any, ...]] = {}
-        select = ", ".join(RESULT_COLUMNS)
+            if (time_us, uri) not in fetched:
+                by_source.setdefault(source, []).append((time_us, uri))
+        found = dict(fetched)
         for source, wanted in by_source.items():
             times = [t for t, _ in wanted]
             origin, args = (HOT_VIEW, []) if source is None else (
                 "read_parquet(?, hive_partitioning = false)", [list(source)])
             rows = cur.execute(
-                f"SELECT {select} FROM {origin} "
+                f"SELECT {RESULT_SELECT} FROM {origin} "
                 "WHERE time_us >= ? AND time_us <= ? AND uri IN (SELECT unnest(?::VARCHAR[]))",
                 [*args, min(times), max(times), [u for _, u in wanted]],
             ).fetchall()
