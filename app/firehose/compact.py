@@ -152,8 +152,7 @@ class Compactor:
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Flags of `firehose compact`."""
-    parser.add_argument("--date", action="append", dest="dates", metavar="YYYY-MM-DD",
-                        help="compact this day (repeatable; default: every finished day that needs it)")
+    storage.add_date_option(parser, "compact this day (repeatable; default: every finished day that needs it)")
     parser.add_argument("--grace-hours", type=float, default=1.0,
                         help="a day counts as finished this long after midnight UTC (default 1)")
     parser.add_argument("--memory-limit", default="1GB", help="DuckDB memory limit while sorting (default 1GB)")
@@ -161,9 +160,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Compact and log what was done."""
-    bad = storage.bad_date(args.dates)
-    if bad is not None:
-        log.error("--date %r is not a YYYY-MM-DD date", bad)
+    if error := storage.date_error(args.dates):
+        log.error("%s", error)
         return 2
     compactor = Compactor(settings, memory_limit=args.memory_limit)
     results = compactor.run(args.dates, grace=dt.timedelta(hours=args.grace_hours))

@@ -83,7 +83,7 @@ class Exporter:
         would be lost)."""
         with hot_view(cur, view.hot):  # read whole before the archive streams: the view ends with the block
             hot = self._hot_export(cur, view, filters, max_rows)
-        merger = _Merger(hot, filters.sort, max_rows)
+        merger = _Merger(hot, filters.query.sort, max_rows)
         for batch in self._archive_batches(cur, view, filters, max_rows, dogs):
             yield from merger.add(batch)
             if merger.left <= 0:
@@ -95,7 +95,7 @@ class Exporter:
         if not view.hot.post_count:
             return pa.table({})
         where, params = where_clause(filters, None)
-        table = cur.sql(f"SELECT {EXPORT_SELECT} FROM {HOT_VIEW} WHERE {where} ORDER BY {order_by(filters.sort)}",
+        table = cur.sql(f"SELECT {EXPORT_SELECT} FROM {HOT_VIEW} WHERE {where} ORDER BY {order_by(filters.query.sort)}",
                         params=params).to_arrow_table()
         kept = [view.keep_batch(matching_batch(b, filters.needles), hot=True) for b in table.to_batches()]
         return pa.Table.from_batches(kept, schema=table.schema).slice(0, limit)
@@ -135,7 +135,7 @@ class Exporter:
             table = cur.sql(
                 f"SELECT {EXPORT_SELECT} FROM read_parquet(?, hive_partitioning = false) WHERE time_us >= ? "
                 f"AND time_us <= ? AND time_us IN (SELECT unnest(?::BIGINT[])) AND {where} "
-                f"ORDER BY {order_by(filters.sort)}", params=[files, times[0], times[-1], times, *params],
+                f"ORDER BY {order_by(filters.query.sort)}", params=[files, times[0], times[-1], times, *params],
             ).to_arrow_table()
             wanted = set(hits)
             for batch in table.to_batches(EXPORT_BATCH_ROWS):
@@ -161,7 +161,7 @@ class Exporter:
                     raise BudgetSpent
                 where, params = where_clause(filters, position)
                 sql = (f"SELECT {EXPORT_SELECT} FROM read_parquet(?, hive_partitioning = false) WHERE time_us >= ? "
-                       f"AND time_us < ? AND {where} ORDER BY {order_by(filters.sort)} LIMIT ?")
+                       f"AND time_us < ? AND {where} ORDER BY {order_by(filters.query.sort)} LIMIT ?")
                 asked, got = overfetch(left), 0
                 for batch in cur.sql(sql, params=[files, low, high, *params, asked]).to_arrow_reader(
                         EXPORT_BATCH_ROWS):

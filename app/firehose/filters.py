@@ -1,6 +1,6 @@
 """Filters: what a search matches, and the one translation of it into SQL.
 
-`Filters` is a `SearchQuery` with handles resolved to DIDs and the text turned into `matching.Needle`s.
+`Filters` holds a `SearchQuery` and what it resolves to: handles as DIDs, the text as `matching.Needle`s.
 `where_clause` turns it into fixed SQL fragments and bound parameters; the same clause runs over the Parquet files
 and over the hot tier (an Arrow table of the posts still in the buffer). For the text it is only a pre-filter
 (each needle's tokens as case-insensitive RE2 literals): the rows it lets through are checked by
@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from firehose.matching import Needle
-from firehose.params import Position
+from firehose.params import Position, SearchQuery
 
 # Host of a URL (scheme://[userinfo@]host[:port]...). A constant: a regex passed as a parameter is slow.
 _HOST_RE_SQL = r"'^[A-Za-z][A-Za-z0-9+.-]*://(?:[^/?#@]*@)?([^/?#:]+)'"
@@ -22,18 +22,17 @@ _HOST_RE_SQL = r"'^[A-Za-z][A-Za-z0-9+.-]*://(?:[^/?#@]*@)?([^/?#:]+)'"
 
 @dataclass(frozen=True)
 class Filters:
-    """What a search filters on: a `SearchQuery` with handles resolved to DIDs and its text as needles."""
+    """What a search filters on: its `SearchQuery`, and what the query's text, handles and tags became.
 
+    The query's time range, language, domain, URL and sort apply as they are; its `text`, `author`, `mentions` and
+    `tags` apply only in the forms below (needles, resolved DIDs, tags lower-cased by DuckDB).
+    """
+
+    query: SearchQuery = SearchQuery()
     needles: tuple[Needle, ...] = ()
     author_did: str | None = None
-    since_us: int | None = None
-    until_us: int | None = None
-    lang: str | None = None
     mentions_did: str | None = None
-    domain: str | None = None
-    url: str | None = None
     tags: tuple[str, ...] = ()
-    sort: str = "latest"
 
     def without_text(self) -> Filters:
         """These filters without the needles (what is left once the index has matched the text)."""
@@ -42,6 +41,7 @@ class Filters:
 
 def where_clause(filters: Filters, after: Position | None) -> tuple[str, list[Any]]:
     """The WHERE clause (fixed SQL fragments) and its bound parameters for `filters` after `after`."""
+    query = filters.query
     conds: list[str] = []
     params: list[Any] = []
     for needle in filters.needles:
@@ -53,32 +53,32 @@ def where_clause(filters: Filters, after: Position | None) -> tuple[str, list[An
     if filters.author_did is not None:
         conds.append("did = ?")
         params.append(filters.author_did)
-    if filters.since_us is not None:
+    if query.since_us is not None:
         conds.append("time_us >= ?")
-        params.append(filters.since_us)
-    if filters.until_us is not None:
+        params.append(query.since_us)
+    if query.until_us is not None:
         conds.append("time_us < ?")
-        params.append(filters.until_us)
-    if filters.lang is not None:
+        params.append(query.until_us)
+    if query.lang is not None:
         conds.append("len(list_filter(langs, lambda x: lower(x) = ? OR starts_with(lower(x), ?))) > 0")
-        params += [filters.lang, filters.lang + "-"]
+        params += [query.lang, query.lang + "-"]
     if filters.mentions_did is not None:
         conds.append("list_contains(mentions, ?)")
         params.append(filters.mentions_did)
-    if filters.domain is not None:
+    if query.domain is not None:
         conds.append(
             f"len(list_filter(list_transform(links, lambda l: lower(regexp_extract(l, {_HOST_RE_SQL}, 1))), "
             "lambda h: h = ? OR ends_with(h, ?))) > 0"
         )
-        params += [filters.domain, "." + filters.domain]
-    if filters.url is not None:
+        params += [query.domain, "." + query.domain]
+    if query.url is not None:
         conds.append("len(list_filter(links, lambda l: starts_with(l, ?))) > 0")
-        params.append(filters.url)
+        params.append(query.url)
     for tag in filters.tags:
         conds.append("len(list_filter(tags, lambda t: lower(t) = ?)) > 0")
         params.append(tag)
     if after is not None:
-        op = "<" if filters.sort == "latest" else ">"
+        op = "<" if query.sort == "latest" else ">"
         conds.append(f"(time_us {op} ? OR (time_us = ? AND uri {op} ?))")
         params += [after.time_us, after.time_us, after.uri]
     return (" AND ".join(conds) or "TRUE"), params

@@ -316,16 +316,14 @@ class Indexes:
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Flags of `firehose reindex`."""
-    parser.add_argument("--date", action="append", dest="dates", metavar="YYYY-MM-DD",
-                        help="rebuild this day's index (repeatable)")
+    storage.add_date_option(parser, "rebuild this day's index (repeatable)")
     parser.add_argument("--all", action="store_true", help="rebuild every day's index")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Rebuild the given days (or all), else every day whose index is missing or disagrees with the Parquet."""
-    bad = storage.bad_date(args.dates)
-    if bad is not None:
-        log.error("--date %r is not a YYYY-MM-DD date", bad)
+    if error := storage.date_error(args.dates):
+        log.error("%s", error)
         return 2
     force = bool(args.dates) or args.all
     checks = verify(settings.data_dir, args.dates, force=force)

@@ -159,10 +159,11 @@ def matching_batch(batch: pa.RecordBatch, needles: Sequence[Needle]) -> pa.Recor
 
 def _span(filters: Filters, after: Position | None) -> tuple[int, int]:
     """The time range [low, high) a search covers past `after`."""
-    low = filters.since_us if filters.since_us is not None else 0
-    high = filters.until_us if filters.until_us is not None else OPEN_END
+    query = filters.query
+    low = query.since_us if query.since_us is not None else 0
+    high = query.until_us if query.until_us is not None else OPEN_END
     if after is not None:
-        if filters.sort == "latest":
+        if query.sort == "latest":
             high = min(high, after.time_us + 1)
         else:
             low = max(low, after.time_us)
@@ -217,9 +218,7 @@ class Searcher:
         warnings += [f"{word!r} has no letters or digits and was ignored: words match whole words (see Matching "
                      "in docs/api.md)" for word in ignored]
         tags = self.lowercase(list(query.tags))
-        return Filters(needles=needles, author_did=author_did, since_us=query.since_us, until_us=query.until_us,
-                       lang=query.lang, mentions_did=mentions_did, domain=query.domain, url=query.url,
-                       tags=tags, sort=query.sort), warnings
+        return Filters(query, needles, author_did=author_did, mentions_did=mentions_did, tags=tags), warnings
 
     # --- candidate rows
 
@@ -227,13 +226,13 @@ class Searcher:
         """(files, low, high) time windows [low, high) in scan order covering the search range past `after`:
         where archived candidate rows come from (row groups of the date partitions, see `Catalog.windows`)."""
         low, high = _span(filters, after)
-        return self.catalog.windows(low, high, latest=filters.sort == "latest",
+        return self.catalog.windows(low, high, latest=filters.query.sort == "latest",
                                     min_chunks=self.settings.api_duckdb_threads)
 
     def days(self, filters: Filters, after: Position | None) -> Iterator[tuple[str, int, int]]:
         """(date, low, high): the posts days in scan order with the part [low, high) of each that the search
         covers past `after`."""
-        latest = filters.sort == "latest"
+        latest = filters.query.sort == "latest"
         low, high = _span(filters, after)
         dates = storage.list_dates(Path(self.settings.data_dir), "posts")
         for date in dates if latest else reversed(dates):
@@ -251,8 +250,8 @@ class Searcher:
         return (searcher, files) if searcher is not None else None
 
     def day_windows(self, filters: Filters, low: int, high: int) -> Iterator[tuple[list[str], int, int]]:
-        """The catalog's scan windows over [low, high) (one day's part) in the order of `filters.sort`."""
-        return self.catalog.windows(low, high, latest=filters.sort == "latest",
+        """The catalog's scan windows over [low, high) (one day's part) in the order of `filters.query.sort`."""
+        return self.catalog.windows(low, high, latest=filters.query.sort == "latest",
                                     min_chunks=self.settings.api_duckdb_threads)
 
     def lowercase(self, words: Sequence[str]) -> tuple[str, ...]:
@@ -286,7 +285,7 @@ class Searcher:
                     fetched: Fetched = {}
                     archive_keys = self._parquet_keys(cur, view, filters, after, need=want + 1, dog=dog,
                                                       fetched=fetched)
-                    keys = _merged(hot_keys, archive_keys, filters.sort)[:want + 1]
+                    keys = _merged(hot_keys, archive_keys, filters.query.sort)[:want + 1]
                     rows = self._fetch_rows(cur, keys[:want], fetched)
                 if dog.fired:
                     raise timeout
@@ -309,7 +308,7 @@ class Searcher:
             return []
         where, params = where_clause(filters, after)
         found = cur.execute(f"SELECT {_key_select(filters)} FROM {HOT_VIEW} WHERE {where} "
-                            f"ORDER BY {order_by(filters.sort)}", params).fetchall()
+                            f"ORDER BY {order_by(filters.query.sort)}", params).fetchall()
         return [(r[0], r[1], None) for r in view.keep(cur, _matching(found, filters.needles), hot=True)]
 
     def _parquet_keys(self, cur: duckdb.DuckDBPyConnection, view: View, filters: Filters, after: Position | None,
@@ -347,7 +346,7 @@ class Searcher:
             found = cur.execute(
                 f"SELECT time_us, uri, {RESULT_SELECT} FROM read_parquet(?, hive_partitioning = false) "
                 f"WHERE time_us >= ? AND time_us <= ? AND time_us IN (SELECT unnest(?::BIGINT[])) AND {where} "
-                f"ORDER BY {order_by(filters.sort)}", [files, times[0], times[-1], times, *params]).fetchall()
+                f"ORDER BY {order_by(filters.query.sort)}", [files, times[0], times[-1], times, *params]).fetchall()
             wanted = set(hits)
             found = [r for r in found if (r[0], uri_key(r[1])) in wanted]
             for r in view.keep(cur, found, hot=False):
@@ -364,7 +363,7 @@ class Searcher:
         """(time_us, uri_key) of matching posts in sort order of time, round after round (each asks for
         INDEX_GROWTH times more than the last), until the index has no more; a round holds every match at each
         of its times, and the next one starts past them."""
-        latest = filters.sort == "latest"
+        latest = filters.query.sort == "latest"
         low, high = span
         limit = max(2 * need, INDEX_FIRST_HITS)
         while low < high:
@@ -392,7 +391,7 @@ class Searcher:
                 n = overfetch(need - len(keys))
                 found = cur.execute(
                     f"SELECT {_key_select(filters)} FROM read_parquet(?, hive_partitioning = false) "
-                    f"WHERE time_us >= ? AND time_us < ? AND {where} ORDER BY {order_by(filters.sort)} LIMIT ?",
+                    f"WHERE time_us >= ? AND time_us < ? AND {where} ORDER BY {order_by(filters.query.sort)} LIMIT ?",
                     [files, low, high, *params, n]).fetchall()
                 kept = view.keep(cur, _matching(found, filters.needles), hot=False)
                 keys += [(r[0], r[1], tuple(files)) for r in kept]

@@ -13,6 +13,7 @@ Writers (flush and compaction) serialise on `<data_dir>/.lock` (`writer_lock`).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
 import ctypes.util
@@ -38,13 +39,19 @@ RENAME_EXCHANGE = 2
 AT_FDCWD = -100
 
 
-def bad_date(dates: list[str] | None) -> str | None:
-    """The first of `dates` that is not a YYYY-MM-DD date (what a `--date` flag takes), or None."""
+def add_date_option(parser: argparse.ArgumentParser, help: str) -> None:
+    """Add the repeatable `--date YYYY-MM-DD` flag (into `args.dates`) of the commands that work on chosen days
+    (`firehose compact`, `firehose reindex`); `date_error` checks what it was given."""
+    parser.add_argument("--date", action="append", dest="dates", metavar="YYYY-MM-DD", help=help)
+
+
+def date_error(dates: list[str] | None) -> str | None:
+    """What is wrong with the first of `dates` (the values of `--date`) that is not a YYYY-MM-DD date, or None."""
     for date in dates or []:
         try:
             dt.date.fromisoformat(date)
         except ValueError:
-            return date
+            return f"--date {date!r} is not a YYYY-MM-DD date"
     return None
 
 

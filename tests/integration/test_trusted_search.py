@@ -15,6 +15,7 @@ from firehose.filters import Filters
 from firehose.flush import Flusher
 from firehose.hot import HotTier, post_uri
 from firehose.matching import needle
+from firehose.params import SearchQuery
 from firehose.search import Searcher
 from firehose.simulator.identity import handle_for
 from firehose.simulator.options import SimulatorOptions
@@ -37,9 +38,10 @@ def searcher_for(settings: Settings, redis_server: RedisServer) -> Searcher:
     return Searcher(settings, hot=HotTier(redis_server.client, settings.stream_key, min_interval=0))
 
 
-def filters_of(needles: tuple[str, ...] = (), **filters: object) -> Filters:
+def filters_of(needles: tuple[str, ...] = (), author_did: str | None = None, sort: str = "latest") -> Filters:
     """`Filters` with each needle given as the word a user types."""
-    return Filters(needles=tuple(n for w in needles if (n := needle(w)) is not None), **filters)  # type: ignore[arg-type]
+    return Filters(SearchQuery(sort=sort), tuple(n for w in needles if (n := needle(w)) is not None),
+                   author_did=author_did)
 
 
 def search_uris(searcher: Searcher, limit: int = 50, **filters: object) -> list[str]:

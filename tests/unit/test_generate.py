@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import re
+from pathlib import Path
 
 import orjson
 import pytest
@@ -14,7 +15,7 @@ from firehose.simulator.clock import DEFAULT_START_US, Profile
 from firehose.simulator.encoding import tid, tid_time_us
 from firehose.simulator.generator import EventGenerator
 from firehose.simulator.identity import did_for_handle, handle_for, plc_document
-from firehose.simulator.mix import LIKE, MIX, POST
+from firehose.simulator.mix import LIKE, MIX, MIX_FILE, POST, read_mix
 from firehose.simulator.vocabulary import COMMON_WORD, PHRASE, RARE_WORD, TAG, VOCABULARY
 from tests.conftest import GOLDEN
 
@@ -146,6 +147,23 @@ def test_mix_is_exact_per_window(sample: list[dict]) -> None:
     deletes = sum(v for k, v in counts.items() if k[2] == "delete") / N
     other = sum(v for k, v in counts.items() if k[1] and k[1] not in COLLECTION_TABLES and k[2] != "delete") / N
     assert 0.55 <= likes <= 0.60 and 0.10 <= posts <= 0.12 and 0.04 <= deletes <= 0.06 and 0.02 <= other <= 0.035
+
+
+@pytest.mark.parametrize(("row", "error"), [
+    ("commit,app.bsky.feed.like,craete,1", "not a mix entry"),
+    ("identity,app.bsky.feed.like,,1", "not a mix entry"),
+    ("commit,,create,1", "not a mix entry"),
+    ("account,,,0", "not a mix entry"),
+    ("account,,,1", "add up to 1000"),
+])
+def test_the_mix_file_is_checked(tmp_path: Path, row: str, error: str) -> None:
+    lines = MIX_FILE.read_text().splitlines()
+    assert lines[0] == "kind,collection,operation,per_mille"
+    assert [line.split(",")[0] for line in lines[1:]] == [k.kind for k in MIX]
+    bad = tmp_path / "mix.csv"
+    bad.write_text("\n".join([*lines, row]) + "\n")
+    with pytest.raises(ValueError, match=error):
+        read_mix(bad)
 
 
 def test_sizes_are_realistic(sample: list[dict]) -> None:

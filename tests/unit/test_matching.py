@@ -22,7 +22,7 @@ from firehose import index, storage
 from firehose.catalog import OPEN_END
 from firehose.filters import Filters, where_clause
 from firehose.matching import fold, matches, needle, needles_of, re2_literal, tokens
-from firehose.params import Position
+from firehose.params import Position, SearchQuery
 from firehose.search import Searcher
 from tests.unit.test_query import DAY1, DAY2, post, settings_for, write_posts
 
@@ -122,15 +122,16 @@ def _random_filters(rng: random.Random, texts: list[str], times: list[int]) -> F
     since = until = None
     if rng.random() < 0.3:
         since, until = sorted(rng.sample(times, 2))
-    return Filters(needles=needles, since_us=since, until_us=until, sort=rng.choice(("latest", "oldest")))
+    return Filters(SearchQuery(since_us=since, until_us=until, sort=rng.choice(("latest", "oldest"))), needles)
 
 
 def _expected(rows: list[dict], filters: Filters) -> list[dict]:
     """The posts `filters` match by the rules, in its sort order (each row's tokens are in "tokens")."""
+    query = filters.query
     found = [r for r in rows if all(n.found_in(r["tokens"]) for n in filters.needles)
-             and (filters.since_us is None or r["time_us"] >= filters.since_us)
-             and (filters.until_us is None or r["time_us"] < filters.until_us)]
-    return sorted(found, key=lambda r: (r["time_us"], r["uri"]), reverse=filters.sort == "latest")
+             and (query.since_us is None or r["time_us"] >= query.since_us)
+             and (query.until_us is None or r["time_us"] < query.until_us)]
+    return sorted(found, key=lambda r: (r["time_us"], r["uri"]), reverse=query.sort == "latest")
 
 
 def test_index_and_scan_match_the_rules_on_thousands_of_queries(corpus: tuple[Path, Path, list[dict]]) -> None:
@@ -150,7 +151,7 @@ def test_index_and_scan_match_the_rules_on_thousands_of_queries(corpus: tuple[Pa
         want = _expected(rows, filters)
         if not filters.needles:
             continue
-        low, high = filters.since_us or 0, filters.until_us or OPEN_END
+        low, high = filters.query.since_us or 0, filters.query.until_us or OPEN_END
         hits: set[tuple[int, int]] = set()
         for searcher in searchers:
             found, complete = index.matching_posts(searcher, filters.needles, low, high, 100_000, latest=True)

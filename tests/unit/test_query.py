@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from firehose.config import Settings
 from firehose.database import Database, Watchdog
 from firehose.filters import Filters
 from firehose.matching import Needle, needle
-from firehose.params import BadParameter, CursorCodec, Position, openapi_parameters, parse_search
+from firehose.params import BadParameter, CursorCodec, Position, SearchQuery, openapi_parameters, parse_search
 from firehose.search import QueryTimeout, Searcher
 
 DAY1, DAY2, DAY3 = "2024-05-01", "2024-05-02", "2024-05-03"
@@ -121,11 +122,13 @@ def semantic_dir(tmp_path: Path) -> Path:
     return data
 
 
-def texts(searcher: Searcher, limit: int = 50, **filters: Any) -> list[str]:
-    """Texts of the first page for `filters` (each needle given as the word or phrase a user types)."""
-    needles = tuple(n for w in filters.pop("needles", ()) if (n := needle(w)) is not None)
-    flt = Filters(needles=needles, **filters)
-    return [r["text"] for r in searcher.search(flt, limit, None, cap=1000).rows]
+def texts(searcher: Searcher, *, needles: Sequence[str] = (), author_did: str | None = None,
+          mentions_did: str | None = None, tags: tuple[str, ...] = (), **query: Any) -> list[str]:
+    """Texts of the first page for these filters (each needle given as the word or phrase a user types; `query`:
+    the `SearchQuery` fields the filters take as they are, such as `lang` or `since_us`)."""
+    flt = Filters(SearchQuery(**query), tuple(n for w in needles if (n := needle(w)) is not None),
+                  author_did=author_did, mentions_did=mentions_did, tags=tags)
+    return [r["text"] for r in searcher.search(flt, 50, None, cap=1000).rows]
 
 
 # ------------------------------------------------------------------------------------------ parameters
@@ -289,7 +292,7 @@ def test_newest_first_across_partitions_and_oldest(semantic_dir: Path) -> None:
     assert len(rows) == len(SEMANTIC_POSTS)
     assert times == sorted(times, reverse=True)
     assert rows[0]["timestamp"].startswith(DAY3) and rows[0]["timestamp"].endswith("Z")
-    oldest = s.search(Filters(sort="oldest"), 50, None, cap=1000).rows
+    oldest = s.search(Filters(SearchQuery(sort="oldest")), 50, None, cap=1000).rows
     assert [r["uri"] for r in oldest] == [r["uri"] for r in reversed(rows)]
 
 
@@ -320,10 +323,10 @@ def test_keyset_pages_have_no_gaps_or_duplicates(tmp_path: Path, sort: str) -> N
     for i, date in enumerate((DAY1, DAY2, DAY3)):
         bulk_posts(data, date, 37 + i, name=f"d{i}")  # pairs of rows share a time_us
     s = Searcher(settings_for(data))
-    expected = [r["uri"] for r in s.search(Filters(sort=sort), 500, None, cap=1000).rows]
+    expected = [r["uri"] for r in s.search(Filters(SearchQuery(sort=sort)), 500, None, cap=1000).rows]
     assert len(expected) == 37 + 38 + 39
     for limit in (1, 7, 50):
-        assert walk(s, Filters(sort=sort), limit, 1000) == expected
+        assert walk(s, Filters(SearchQuery(sort=sort)), limit, 1000) == expected
 
 
 @pytest.mark.parametrize("sort", ["latest", "oldest"])
@@ -335,20 +338,21 @@ def test_time_windows_over_small_row_groups(tmp_path: Path, monkeypatch: pytest.
             bulk_posts(data, date, 45, name=f"d{i}p{part}", start_us=us(date, 100 + part * 10), step_us=997_000,
                        row_group_size=10)
     s = Searcher(settings_for(data, api_duckdb_threads=2))
-    windows = list(s.windows(Filters(sort=sort), None))
+    in_order = Filters(SearchQuery(sort=sort))
+    windows = list(s.windows(in_order, None))
     assert len(windows) > 3
     bounds = [(lo, hi) for _, lo, hi in windows]
     pairs = list(itertools.pairwise(bounds))
     assert all(a[0] == b[1] for a, b in pairs) if sort == "latest" else all(a[1] == b[0] for a, b in pairs)
-    expected = sorted(((r["time_us"], r["uri"]) for r in s.search(Filters(sort=sort), 500, None, cap=1000).rows),
+    expected = sorted(((r["time_us"], r["uri"]) for r in s.search(in_order, 500, None, cap=1000).rows),
                       reverse=sort == "latest")
     assert len(expected) == 405
     with Searcher(settings_for(data)).db.connection().cursor() as cur:
         rows = cur.execute(f"SELECT time_us, uri FROM '{data}/posts/*/*.parquet'").fetchall()
     assert sorted(rows, reverse=sort == "latest") == expected
     for limit in (7, 50):
-        assert walk(s, Filters(sort=sort), limit, 1000) == [u for _, u in expected]
-    middle = Filters(sort=sort, since_us=us(DAY2, 120), until_us=us(DAY3, 130))
+        assert walk(s, in_order, limit, 1000) == [u for _, u in expected]
+    middle = Filters(SearchQuery(sort=sort, since_us=us(DAY2, 120), until_us=us(DAY3, 130)))
     assert walk(s, middle, 13, 1000) == [u for t, u in expected if us(DAY2, 120) <= t < us(DAY3, 130)]
 
 

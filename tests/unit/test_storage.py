@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from firehose import storage
+from firehose.cli import build_parser
 from firehose.config import Settings
 from firehose.schema import TABLES
 
@@ -72,3 +73,14 @@ def test_write_parquet_publishes_atomically_inside_the_data_dir(tmp_path: Path) 
     with pytest.raises(ValueError, match="outside the data directory"):
         storage.write_parquet(tmp_path / "elsewhere", rows(0, 3), path, storage.ParquetPolicy(1, 10))
 
+
+
+@pytest.mark.parametrize("command", ["compact", "reindex"])
+def test_the_day_commands_take_and_check_dates_alike(command: str, tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    args = build_parser(command).parse_args([command, "--date", "2026-05-24", "--date", "24.05.2026"])
+    assert args.dates == ["2026-05-24", "24.05.2026"]
+    assert storage.date_error(["2026-05-24"]) is None
+    assert args._module.run(args, Settings(data_dir=tmp_path / "data")) == 2  # before any work
+    assert "--date '24.05.2026' is not a YYYY-MM-DD date" in caplog.text
+    assert not (tmp_path / "data").exists()

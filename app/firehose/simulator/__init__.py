@@ -7,7 +7,7 @@ It is kept apart from the pipeline, as Jetstream keeps its own simulator: it shi
 Modules, from the words up to the server:
 
 - `vocabulary`: the searchable words with known frequencies, the languages and the word lists posts are made of.
-- `mix`: the kinds of events and how many of each in every 1000.
+- `mix`: the kinds of events and how many of each in every 1000 (the table is `mix.csv`).
 - `encoding`: base32 and TIDs. `identity`: each DID's handle, each handle's DID, the PLC directory's answer.
 - `handle_dns`: the authoritative DNS server for the handles' `_atproto` TXT records (`--dns-port`).
 - `clock`: the rate profile, event numbers <-> simulated times, Jetstream's time format, `parse_time`.

@@ -8,6 +8,8 @@ is exact in every aligned window.
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
 from typing import NamedTuple
 
 WINDOW = 1000
@@ -27,34 +29,27 @@ class Kind(NamedTuple):
     per_mille: int
 
 
-MIX: tuple[Kind, ...] = (
-    Kind("commit", LIKE, "create", 600),
-    Kind("commit", POST, "create", 115),
-    Kind("commit", REPOST, "create", 85),
-    Kind("commit", FOLLOW, "create", 80),
-    Kind("commit", BLOCK, "create", 10),
-    Kind("commit", PROFILE, "update", 9),
-    Kind("commit", PROFILE, "create", 1),
-    Kind("commit", LIKE, "delete", 25),
-    Kind("commit", POST, "delete", 8),
-    Kind("commit", REPOST, "delete", 6),
-    Kind("commit", FOLLOW, "delete", 8),
-    Kind("commit", BLOCK, "delete", 1),
-    Kind("commit", "app.bsky.graph.listitem", "delete", 1),
-    Kind("commit", "app.bsky.feed.threadgate", "delete", 1),
-    Kind("identity", None, None, 10),
-    Kind("account", None, None, 10),
-    Kind("commit", "app.bsky.feed.threadgate", "create", 5),
-    Kind("commit", "app.bsky.feed.postgate", "create", 3),
-    Kind("commit", "app.bsky.graph.listitem", "create", 7),
-    Kind("commit", "app.bsky.graph.list", "create", 1),
-    Kind("commit", "app.bsky.graph.starterpack", "create", 1),
-    Kind("commit", "app.bsky.graph.listblock", "create", 1),
-    Kind("commit", "chat.bsky.actor.declaration", "create", 3),
-    Kind("commit", "place.stream.broadcast.origin", "update", 2),
-    Kind("commit", "place.stream.chat.message", "create", 3),
-    Kind("commit", "fyi.unravel.frontpage.vote", "create", 2),
-    Kind("commit", "sh.tangled.feed.star", "create", 1),
-    Kind("commit", "app.bsky.actor.status", "create", 1),
-)
-assert sum(k.per_mille for k in MIX) == WINDOW, "the mix must add up to 1000 per mille"
+MIX_FILE = Path(__file__).resolve().parent / "mix.csv"
+"""The mix as data: one row per `Kind` (kind, collection, operation, per_mille; empty collection and operation for
+identity and account events). The order of the rows is part of the stream: the generator numbers kinds by it."""
+
+_OPERATIONS = ("create", "update", "delete")
+
+
+def read_mix(path: Path = MIX_FILE) -> tuple[Kind, ...]:
+    """The kinds of `path` in file order, checked: commit rows name a collection and an operation, identity and
+    account rows neither, and the shares add up to `WINDOW` per mille."""
+    with path.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    kinds = tuple(Kind(r["kind"], r["collection"] or None, r["operation"] or None, int(r["per_mille"])) for r in rows)
+    for number, kind in enumerate(kinds, start=2):
+        commit = kind.kind == "commit" and kind.collection is not None and kind.operation in _OPERATIONS
+        other = kind.kind in ("identity", "account") and kind.collection is None and kind.operation is None
+        if not (commit or other) or kind.per_mille <= 0:
+            raise ValueError(f"{path}:{number}: not a mix entry: {kind}")
+    if sum(k.per_mille for k in kinds) != WINDOW:
+        raise ValueError(f"{path}: the mix must add up to {WINDOW} per mille")
+    return kinds
+
+
+MIX: tuple[Kind, ...] = read_mix()
