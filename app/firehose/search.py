@@ -334,28 +334,31 @@ class Searcher:
                     indexed: tuple[Any, list[str]], span: tuple[int, int], need: int, dog: Watchdog,
                     fetched: Fetched) -> list[Key]:
         """The first `need` servable keys of one indexed day within `span`: the index gives the times of matching
-        posts in sort order; the rows at those times are read, checked and filtered like scanned ones. The hits
-        are few and scattered over the day, so their result columns are read in the same statement (into
-        `fetched`): a second pass over the same row groups cost as much again."""
+        posts in sort order; the rows at those times are read, checked and filtered like scanned ones, a few more
+        times than still needed at a time. Hits can be scattered over the whole day, so their result columns are
+        read in the same statement (into `fetched`): a second pass over the same row groups cost as much again."""
         files = indexed[1]
-        rest = filters.without_text()
-        where, params = where_clause(rest, after)
+        where, params = where_clause(filters.without_text(), after)
         keys: list[Key] = []
         for hits in self._index_rounds(indexed[0], filters, span, need):
-            times = sorted({t for t, _ in hits})
-            found = cur.execute(
-                f"SELECT time_us, uri, {RESULT_SELECT} FROM read_parquet(?, hive_partitioning = false) "
-                f"WHERE time_us >= ? AND time_us <= ? AND time_us IN (SELECT unnest(?::BIGINT[])) AND {where} "
-                f"ORDER BY {order_by(filters.query.sort)}", [files, times[0], times[-1], times, *params]).fetchall()
             wanted = set(hits)
-            found = [r for r in found if (r[0], uri_key(r[1])) in wanted]
-            for r in view.keep(cur, found, hot=False):
-                fetched[(r[0], r[1])] = r[2:]
-                keys.append((r[0], r[1], tuple(files)))
-            if len(keys) >= need:
-                return keys[:need]
-            if dog.fired:
-                raise BudgetSpent
+            times = sorted({t for t, _ in hits}, reverse=filters.query.sort == "latest")
+            while times:
+                n = overfetch(need - len(keys))
+                part, times = times[:n], times[n:]
+                found = cur.execute(
+                    f"SELECT time_us, uri, {RESULT_SELECT} FROM read_parquet(?, hive_partitioning = false) "
+                    f"WHERE time_us >= ? AND time_us <= ? AND time_us IN (SELECT unnest(?::BIGINT[])) AND {where} "
+                    f"ORDER BY {order_by(filters.query.sort)}", [files, min(part), max(part), part, *params]
+                ).fetchall()
+                found = [r for r in found if (r[0], uri_key(r[1])) in wanted]
+                for r in view.keep(cur, found, hot=False):
+                    fetched[(r[0], r[1])] = r[2:]
+                    keys.append((r[0], r[1], tuple(files)))
+                if len(keys) >= need:
+                    return keys[:need]
+                if dog.fired:
+                    raise BudgetSpent
         return keys
 
     @staticmethod
