@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from tests.host.conftest import redis_as, var
+from tests.host.conftest import journal, redis_as, var, wait_until
 
 
 @pytest.mark.parametrize(
@@ -59,6 +59,26 @@ def test_users_and_their_rules(redis_cli):
     assert " off " in users["default"] + " ", users["default"]
     assert "~firehose:*" in users[var("redis_app_user", "firehose")]
     assert "-@all" in users[var("redis_app_user", "firehose")]
+
+
+@pytest.mark.disruptive
+def test_a_restart_keeps_what_a_script_wrote(host, env_file, redis_cli):
+    """Redis replays its AOF after a restart, MULTI/EXEC blocks included: a script that writes twice (as the
+    ingester's append does) is one such block, which Redis 7.0 re-checks against the default user's ACL."""
+    url = env_file["FIREHOSE_REDIS_URL"]
+    keys = ["firehose:test:aof-a", "firehose:test:aof-b"]
+    script = "redis.call('SET', KEYS[1], ARGV[1]); redis.call('SET', KEYS[2], ARGV[1]); return 1"
+    wrote = redis_as(host, url, "EVAL", script, "2", *keys, "kept")
+    assert wrote.stdout.strip() == "1", f"the app's user cannot run the script: {wrote.stdout} {wrote.stderr}"
+    try:
+        restart = host.run("systemctl restart redis-server.service")
+        assert restart.rc == 0, restart.stderr + journal(host, "redis-server.service")
+        assert wait_until(lambda: redis_as(host, url, "PING").stdout.strip() == "PONG", timeout=60), \
+            journal(host, "redis-server.service")
+        kept = [redis_cli("GET", key) for key in keys]
+        assert kept == ["kept", "kept"], f"after a restart {keys} are {kept}\n{journal(host, 'redis-server.service')}"
+    finally:
+        redis_cli("DEL", *keys)
 
 
 def test_exporter_user_reads_metrics_only(host):
