@@ -5,7 +5,8 @@ Definitions (the report repeats them):
   (every frame it sent, replays included). Week/month runs: events generated into the writer (no replays).
 - `events_duplicate`: deliberate replays among them, i.e. deliveries of an event that had been delivered before.
   The simulator numbers its events and serves every connection a contiguous index range, so this is
-  `events_produced - (highest_index_sent + 1)`: the deliveries caused by the ingester's cursor rewinds.
+  `events_produced - (highest_index_sent + 1)`: the deliveries caused by the ingester's cursor rewinds. Below 0,
+  some events were never sent (a connection started past the end of the one before): the run fails.
 - `events_stored`: rows in the Parquet tables over the run's time range.
 - The run passes when `events_stored == events_generated - events_duplicate`, every table holds exactly the rows
   the generator's kind sequence predicts for indices `[0, distinct)`, and no table holds an event key twice.
@@ -76,6 +77,10 @@ class Accounting:
         if self.events_stored != self.events_distinct:
             out.append(f"events_stored {self.events_stored} != events_generated {self.events_generated} - "
                        f"events_duplicate {self.events_duplicate} = {self.events_distinct}")
+        if self.events_duplicate < 0:
+            out.append(f"{-self.events_duplicate} of the {self.events_distinct} events numbered up to the highest sent "
+                       "were never sent: a connection started past the end of the one before (a resume without its "
+                       "cursor: the ingester lost it)")
         expected_total = sum(self.expected_by_table.values())
         if expected_total != self.events_distinct:
             out.append(f"the generator's kind sequence predicts {expected_total} events but "

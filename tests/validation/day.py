@@ -14,6 +14,7 @@ The same orchestration drives both targets (`local.LocalDayTarget`, `host.HostDa
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import time
 from collections.abc import Callable
@@ -70,6 +71,7 @@ class DayTarget(Protocol):
 
     def start(self, sim_url: str, rewind_seconds: float, flush_interval: float) -> None: ...
     def stream_state(self) -> dict[str, Any]: ...
+    def newest_event(self) -> str | None: ...
     def samples(self) -> list[dict[str, Any]]: ...
     def ingest_duplicates(self) -> int: ...
     def ingester_alive(self) -> bool: ...
@@ -130,22 +132,24 @@ def drive_ingest(sim: Simulator, target: DayTarget, events: int, say: Callable[[
             f"{stats['highest_index_sent'] + 1:,} events; restarting")
         target.start_ingester()
     sim.wait_index(events - 1, timeout, target.ingester_alive)
-    wait_quiet(target, 3.0, timeout)
+    wait_stored(target, sim.spec.generator().event_json(events - 1), timeout)
     return restarts, ends
 
 
-def wait_quiet(target: DayTarget, quiet_s: float, timeout: float) -> None:
-    """Wait until the stream has had no new entry for `quiet_s` seconds (the ingester has written all it read)."""
+def wait_stored(target: DayTarget, last_event: bytes, timeout: float) -> None:
+    """Wait until the ingester has appended `last_event`, the last event the simulator sent, to the buffer.
+
+    A connection sends its events in order and the ingester appends them in the order it reads them, so then the
+    buffer holds everything the last connection delivered (what an earlier one failed to deliver shows in the
+    accounting). A condition, not a quiet period: a machine that stalls longer than one ended that wait early.
+    """
     deadline = time.monotonic() + timeout
-    last, since = -1, time.monotonic()
-    while time.monotonic() < deadline:
-        added = target.stream_state()["events_added"]
-        if added != last:
-            last, since = added, time.monotonic()
-        elif time.monotonic() - since >= quiet_s:
-            return
+    want = json.loads(last_event)
+    while (newest := target.newest_event()) is None or json.loads(newest) != want:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the ingester had not stored the simulator's last event after {timeout:g}s (the "
+                               f"newest stored: {(newest or 'none')[:160]})")
         time.sleep(0.2)
-    raise TimeoutError("the ingester kept writing past the timeout")
 
 
 def wait_drained(target: DayTarget, timeout: float, say: Callable[[str], None]) -> float:

@@ -289,6 +289,10 @@ class HostDayTarget:
                            "flush")
         return dict(json.loads(out))
 
+    def newest_event(self) -> str | None:
+        return json.loads(self.ssh.run(f"{self.python} {self.paths.probe} newest {shlex.quote(self.redis_url)} "
+                                       "firehose:events"))
+
     def samples(self) -> list[dict[str, Any]]:
         return list(self._samples)
 

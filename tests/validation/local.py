@@ -161,6 +161,9 @@ class LocalDayTarget:
     def stream_state(self) -> dict[str, Any]:
         return probe.stream_state(self._client, STREAM, GROUP)
 
+    def newest_event(self) -> str | None:
+        return probe.newest_event(self._client, STREAM)
+
     def samples(self) -> list[dict[str, Any]]:
         return list(self._samples)
 

@@ -7,6 +7,7 @@ appliance's venv) as well as import it here for TARGET=local. Every command prin
 
 Commands:
 - `stream REDIS_URL STREAM GROUP`: entries, events added and buffered, first/last ids, the flush group's progress.
+- `newest REDIS_URL STREAM`: the newest event in the stream (its JSON as the ingester stored it), or null.
 - `sample REDIS_URL STREAM GROUP INTERVAL [name=pid|unit:NAME ...]`: stream state and each process's RSS and
   peak RSS (VmHWM) every INTERVAL seconds, until killed or stdin closes.
 - `count DATA_DIR START_US END_US`: rows and duplicate event keys per table, Parquet bytes per (table, date).
@@ -82,6 +83,15 @@ def drained(state: dict[str, Any]) -> bool:
     """True when the flush group has read and acknowledged every entry of the stream."""
     return (state["last_id"] is not None and state["last_delivered_id"] == state["last_id"]
             and state["group_pending"] == 0)
+
+
+def newest_event(client: Any, stream: str) -> str | None:
+    """The last event of the stream's newest entry (one ingest batch: events joined by newlines), None if empty.
+
+    The flush trims only behind a recent tail, so the newest entry is always there."""
+    rows = client.xrevrange(stream, count=1)
+    blob = rows[0][1].get(b"e") if rows else None
+    return blob.rsplit(b"\n", 1)[-1].decode() if blob else None
 
 
 def _text(value: Any) -> str | None:
@@ -309,6 +319,8 @@ def main(argv: list[str]) -> int:
     command, args = argv[0], argv[1:]
     if command == "stream":
         print(json.dumps(stream_state(redis_client(args[0]), args[1], args[2])))
+    elif command == "newest":
+        print(json.dumps(newest_event(redis_client(args[0]), args[1])))
     elif command == "sample":
         targets = dict(a.split("=", 1) for a in args[4:])
         stop = threading.Event()

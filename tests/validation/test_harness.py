@@ -61,6 +61,16 @@ def test_accounting_passes_only_when_exact() -> None:
     assert not _accounting(dup_keys=1).ok
 
 
+def test_accounting_names_events_never_sent() -> None:
+    # a resume without its cursor: the second connection started at the live position, 40 events past the first
+    # one's end, so 1000 numbered events came as 960 deliveries; the stored rows match the deliveries
+    expected = dict.fromkeys(TABLE_NAMES, 100)
+    skipped = Accounting(960, -40, expected, {**expected, "likes": 60}, dict.fromkeys(TABLE_NAMES, 0))
+    assert not skipped.ok
+    assert any("40 of the 1000 events numbered up to the highest sent were never sent" in p
+               for p in skipped.problems())
+
+
 def test_replayed_ranges() -> None:
     # connection 2 started at 900 after connection 1 ended at 1000; connection 3 at 1900 after 2 ended at 2000
     assert replayed_ranges([0, 900, 1900], [1000, 2000]) == [(900, 1000), (1900, 2000)]
