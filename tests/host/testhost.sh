@@ -48,17 +48,9 @@ ROOTFS_RECIPE=3   # bump when the customize hook below changes, so the cached ta
 # server made by the Packer template (its cloud-init makes the user). Root keeps our key, so the tests can show
 # that root's logins are refused even with a valid key.
 SSH_USER=${TESTHOST_SSH_USER:-deploy}
-# Known dummy secrets in the environment of every phase: the bake must not write them into the image
-# (image-check scans for them); the deploy places them, and tests/host sees them in effect.
-: "${FIREHOSE_REDIS_PASSWORD:=dummy-redis-app-secret-3f9c1e}"
-: "${FIREHOSE_REDIS_EXPORTER_PASSWORD:=dummy-redis-exporter-secret-8b27d4}"
-: "${FIREHOSE_REDIS_ADMIN_PASSWORD:=dummy-redis-admin-secret-51a0c9}"
-: "${FIREHOSE_API_CURSOR_SECRET:=dummy-cursor-secret-c04e77}"
-: "${FIREHOSE_API_KEYS:=dummy-api-key-9d3b21}"
-export FIREHOSE_REDIS_PASSWORD FIREHOSE_REDIS_EXPORTER_PASSWORD FIREHOSE_REDIS_ADMIN_PASSWORD \
-  FIREHOSE_API_CURSOR_SECRET FIREHOSE_API_KEYS
-SECRET_VARS=(FIREHOSE_REDIS_PASSWORD FIREHOSE_REDIS_EXPORTER_PASSWORD FIREHOSE_REDIS_ADMIN_PASSWORD
-             FIREHOSE_API_CURSOR_SECRET FIREHOSE_API_KEYS)
+# Known dummy secrets in the environment of every phase (SECRET_VARS names them).
+# shellcheck source=tests/host/dummy-secrets.sh
+. "$REPO/tests/host/dummy-secrets.sh"
 
 ROOT=$STATE/rootfs
 KEY=$STATE/id_ed25519
@@ -615,7 +607,9 @@ cmd_ci() {
 }
 
 cmd_ssh() {
-  exec ssh "${SSH_OPTS[@]}" -t "$SSH_USER@$HOST_IP" "$@"
+  local tty=()
+  [ -t 0 ] && tty=(-t)   # a terminal for an interactive shell; none when a script feeds stdin
+  exec ssh "${SSH_OPTS[@]}" "${tty[@]}" "$SSH_USER@$HOST_IP" "$@"
 }
 
 SELF=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")
