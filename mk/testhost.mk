@@ -5,7 +5,8 @@
 #   make host-up       boot + provision; stays up, inventory in var/test-host/inventory (group appliance)
 #   make test-host     tests/host against the running host
 #   make host-down     remove it all (netns, veth, nft table, loop device, processes, rootfs)
-#   make image-test    host-up, second playbook run with changed=0, tests/host, host-down (always)
+#   make image-test    host-up, second playbook run with changed=0, tests/host (the reboot test too), host-down (always)
+#   make reboot-test   only the reboot-mid-ingest test, against the running host
 
 TESTHOST     ?= tests/host/testhost.sh
 TESTHOST_ENV  = TESTHOST_VENV_BIN="$(abspath $(BIN))"
@@ -21,11 +22,11 @@ host-down: ## stop the test host and remove everything it created
 host-status: ## is the test host up? (and its failed units)
 	@$(TESTHOST_ENV) $(TESTHOST) status
 
-reboot-test: venv ## the reboot-mid-ingest test against the running test host (make host-up first)
+reboot-test: venv ## only the reboot-mid-ingest test (image-test runs it too) against the running test host
 	$(TESTHOST_ENV) TESTHOST_MARKERS=reboot $(TESTHOST) test
 
 test-host: venv ## run tests/host (pytest-testinfra) against the running test host
 	$(TESTHOST_ENV) $(TESTHOST) test
 
-image-test: venv ## boot + provision the test host, 2nd run must change nothing, tests/host, tear down
+image-test: venv ## boot + provision the test host, 2nd run must change nothing, tests/host (reboot included), tear down
 	$(TESTHOST_ENV) $(TESTHOST) ci

@@ -556,7 +556,7 @@ cmd_test() {
   log "tests/host against $HOST_IP"
   # shellcheck disable=SC2086
   (cd "$REPO" && PATH="$BIN:$PATH" TESTHOST_INVENTORY="$INVENTORY" \
-     "$BIN/python" -m pytest tests/host -m "${TESTHOST_MARKERS:-host and not reboot}" -p no:cacheprovider \
+     "$BIN/python" -m pytest tests/host -m "${TESTHOST_MARKERS:-host}" -p no:cacheprovider \
        ${TESTHOST_PYTEST_ARGS:-} "$@")
 }
 
