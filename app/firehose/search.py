@@ -208,6 +208,9 @@ class Searcher:
                 warnings.append(f"username {query.author!r} could not be resolved to an account (not in this "
                                 "archive's identity events, nor via DNS, https or the resolver service); "
                                 "search by DID (did:plc:...) instead")
+            elif author_did in self.view().rules.inactive_dids:  # every post hidden: answer without a scan
+                warnings.append(f"the account {query.author!r} is not active (its latest account event says "
+                                "deactivated, suspended, taken down or deleted): its posts are not served")
         if query.mentions:
             mentions_did = did_for(query.mentions)
             if mentions_did is None:

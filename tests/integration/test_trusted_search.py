@@ -122,6 +122,9 @@ def test_inactive_accounts_are_hidden_until_reactivated(redis_server: RedisServe
     assert search_uris(searcher, needles=("hello",)) == [post_uri(OTHER, "2")]
     assert search_uris(searcher, author_did=DID) == []
     assert export_uris(searcher, needles=("hello",)) == [post_uri(OTHER, "2")]
+    filters, warnings = searcher.filters(SearchQuery(author=DID), did_for=lambda name: name)
+    assert filters is None and "is not active" in warnings[0]  # answered without reading a file
+    assert searcher.filters(SearchQuery(author=OTHER), did_for=lambda name: name)[0] is not None
     Flusher(settings, buffer).run_once()
     assert search_uris(searcher, needles=("hello",)) == [post_uri(OTHER, "2")]
     buffer.append([account(DID, True)], 1)

@@ -217,14 +217,19 @@ def count(data_dir: Path, start_us: int, end_us: int) -> dict[str, Any]:
 
 
 def pick_username(data_dir: Path) -> str | None:
-    """The handle (from identity events) of the account with the most posts, else that account's DID."""
+    """The handle (from identity events) of the account with the most posts among those still active at the end
+    (a deactivated or taken-down author's posts are not served), else that account's DID."""
     import duckdb
 
     if not table_files(data_dir, "posts"):
         return None
     con = duckdb.connect()
-    top = con.execute(f"SELECT did FROM {_source(data_dir, 'posts')} GROUP BY did ORDER BY count(*) DESC, did "
-                      "LIMIT 20").fetchall()
+    inactive = "SELECT NULL AS did WHERE false"
+    if table_files(data_dir, "account"):
+        inactive = (f"SELECT did FROM {_source(data_dir, 'account')} GROUP BY did "
+                    "HAVING NOT arg_max(active, time_us)")
+    top = con.execute(f"SELECT did FROM {_source(data_dir, 'posts')} WHERE did NOT IN ({inactive}) GROUP BY did "
+                      "ORDER BY count(*) DESC, did LIMIT 20").fetchall()
     dids = [r[0] for r in top]
     handle = None
     if dids and table_files(data_dir, "identity"):
