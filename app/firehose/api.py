@@ -39,8 +39,6 @@ from firehose.search import QueryTimeout, Searcher
 
 log = logging.getLogger(__name__)
 
-WARM_WORD = "firehosewarmupneedle"  # a word no post has: its search opens every day's index and footers
-
 MAX_QUERY_PARAMETERS = 64
 MAX_QUERY_STRING = 16_384
 DISPLAY_WAIT_SECONDS = 0.5  # how long a page waits for handles to show (the DID is shown past it)
@@ -210,20 +208,6 @@ class Api:
             return self._redis
 
     # --- search and export
-
-    def warm(self) -> float:
-        """Fill this worker's caches before it takes a request: the hiding rules, the partition catalog and every
-        day's index reader, by answering one search for a word no post has. Returns the seconds it took; a
-        failure is logged, never fatal (the first request then fills what is missing)."""
-        started = time.perf_counter()
-        try:
-            query = parse_search([("text", WARM_WORD), ("limit", "1")], self.settings)
-            filters, _ = self.searcher.filters(query, self.did_for)
-            if filters is not None:
-                self.searcher.search(filters, 1, None, cap=1)
-        except Exception as exc:  # a bad volume or a timeout must not keep the worker from serving
-            log.warning("warming the caches failed (%r); the first requests will fill them", exc)
-        return time.perf_counter() - started
 
     def search(self) -> bottle.HTTPResponse:
         """GET /search."""

@@ -9,8 +9,6 @@ Read once in the master from `Settings.from_env()`:
   prometheus_client; the directory is emptied in `on_starting` and dead workers are marked in `child_exit`.
 - `limit_request_line` at Gunicorn's maximum: the proxy's limits (roles/proxy) are tighter, so its JSON refusals
   come first.
-- `post_worker_init`: each worker fills its caches (hiding rules, partition catalog, index readers) before it
-  accepts a connection, so the first request a fresh process answers is not the one that pays for them.
 - The page-cursor key: when FIREHOSE_API_CURSOR_SECRET is empty, one random key is made here and handed to every
   worker through the environment, so a cursor from one worker is valid on all of them (until a restart).
 """
@@ -65,10 +63,3 @@ def child_exit(server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid, str(_metrics_dir))
-
-
-def post_worker_init(worker: Any) -> None:
-    """Warm the worker's caches before it accepts connections (see `Api.warm`)."""
-    api = worker.wsgi.config.get("firehose.api")
-    if api is not None:
-        worker.log.info("caches warmed in %.2fs", api.warm())
