@@ -420,7 +420,7 @@ def index_rows(result: RunResult) -> list[tuple[str, str, str, str]]:
                          "a scale-1 run measures it", _mark(None)))
     growth = history_p50(result)
     ranges = sorted({d for by_days in growth.values() for d in by_days})
-    if len(ranges) >= 3:
+    if result.kind == "history" and len(ranges) >= 3:
         first, last = ranges[0], ranges[-1]
         worst = max((by_days[last] / max(by_days[first], 1e-3), name) for name, by_days in growth.items()
                     if first in by_days and last in by_days)
