@@ -26,7 +26,7 @@ from typing import Any, Generic, TypeVar
 import duckdb
 
 from firehose import storage
-from firehose.database import Database
+from firehose.database import Database, scalar
 from firehose.params import EPOCH
 from firehose.schema import TABLE_NAMES
 
@@ -222,8 +222,8 @@ class Catalog:
             return None
         sql = ("SELECT max(TRY_CAST(stats_max_value AS BIGINT)) FROM parquet_metadata(?) "
                "WHERE path_in_schema = 'time_us'")
-        rows = self.db.cursor("meta").execute(sql, [files]).fetchall()  # fetchall: the result is finished
-        return int(rows[0][0]) if rows and rows[0][0] is not None else None
+        latest = scalar(self.db.cursor("meta"), sql, [files])
+        return int(latest) if latest is not None else None
 
     def stats(self) -> dict[str, Any]:
         """Rows, files and bytes per table per day, from Parquet footers (each file's footer read once; the answer

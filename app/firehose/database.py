@@ -10,10 +10,18 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from typing import Any
 
 import duckdb
 
 log = logging.getLogger(__name__)
+
+
+def scalar(cur: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> Any:
+    """The first value of the first row `sql` returns, or None without rows. The whole result is read, so `cur`
+    is free for its next statement (after a `fetchone` the result stays open and DuckDB refuses the next one)."""
+    rows = cur.execute(sql, params).fetchall()
+    return rows[0][0] if rows else None
 
 
 class Watchdog:

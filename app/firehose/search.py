@@ -36,7 +36,7 @@ import pyarrow as pa
 from firehose import storage
 from firehose.catalog import DAY_US, OPEN_END, Catalog
 from firehose.config import Settings
-from firehose.database import Database, Watchdog
+from firehose.database import Database, Watchdog, scalar
 from firehose.filters import Filters, order_by, where_clause
 from firehose.hiding import HiddenSet, Hiding
 from firehose.hot import HotSnapshot, HotTier
@@ -112,8 +112,7 @@ class View:
         uris = [r[1] for r in rows]
         hashes: list[int] = []
         if self.rules.deleted_hashes.size:
-            # fetchall, not fetchone: the result must be finished before the cursor's next statement
-            hashes = cur.execute("SELECT list_transform(?::VARCHAR[], lambda u: hash(u))", [uris]).fetchall()[0][0]
+            hashes = scalar(cur, "SELECT list_transform(?::VARCHAR[], lambda u: hash(u))", [uris])
         mask = self.rules.keep_mask(uris, [_author(u) for u in uris], hashes or [0] * len(uris))
         served_hot = self.hot.uris
         return [r for r, ok in zip(rows, mask, strict=True) if ok and (hot or r[1] not in served_hot)]
@@ -261,9 +260,9 @@ class Searcher:
         """Lower-case `words` with DuckDB's own lower(), so needle and text are folded the same way."""
         if not words:
             return ()
-        rows = self.db.cursor("meta").execute("SELECT list_transform(?::VARCHAR[], lambda w: lower(w))",
-                                              [list(words)]).fetchall()  # fetchall: the result is finished
-        return tuple(rows[0][0]) if rows else tuple(w.lower() for w in words)
+        lowered = scalar(self.db.cursor("meta"), "SELECT list_transform(?::VARCHAR[], lambda w: lower(w))",
+                         [list(words)])
+        return tuple(lowered) if lowered is not None else tuple(w.lower() for w in words)
 
     # --- search
 
