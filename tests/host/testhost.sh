@@ -526,13 +526,17 @@ cmd_image_check() {
   log "image-check: booted again with new SSH host keys and a new machine-id"
 }
 
+# One playbook of this checkout against the test host, without colours (its output goes to logs).
+play() {
+  (cd "$REPO" && ANSIBLE_FORCE_COLOR=0 ANSIBLE_NOCOLOR=1 "$BIN/ansible-playbook" -i "$INVENTORY" "$1")
+}
+
 # The secrets are placed at deploy time, never baked: playbooks/deploy.yml with the dummies in the environment.
 cmd_deploy() {
   cmd_status >/dev/null || die "the test host is not up"
   log "deploy: playbooks/deploy.yml places the secrets (log: $STATE/deploy.log)"
   local t0=$SECONDS rc=0
-  (cd "$REPO" && ANSIBLE_FORCE_COLOR=0 ANSIBLE_NOCOLOR=1 \
-     "$BIN/ansible-playbook" -i "$INVENTORY" playbooks/deploy.yml) >"$STATE/deploy.log" 2>&1 || rc=$?
+  play playbooks/deploy.yml >"$STATE/deploy.log" 2>&1 || rc=$?
   if [ "$rc" != 0 ]; then
     tail -40 "$STATE/deploy.log" >&2
     die "deploy failed after $((SECONDS - t0)) s (log: $STATE/deploy.log)"
@@ -544,8 +548,7 @@ cmd_idempotence() {
   cmd_status >/dev/null || die "the test host is not up"
   log "second playbook run (must change nothing; log: $STATE/idempotence.log)"
   local t0=$SECONDS rc=0
-  (cd "$REPO" && ANSIBLE_FORCE_COLOR=0 ANSIBLE_NOCOLOR=1 \
-     "$BIN/ansible-playbook" -i "$INVENTORY" playbooks/site.yml) 2>&1 | tee "$STATE/idempotence.log" || rc=$?
+  play playbooks/site.yml 2>&1 | tee "$STATE/idempotence.log" || rc=$?
   "$BIN/python" "$REPO/tests/host/recap.py" "$STATE/idempotence.log" || rc=1
   [ "$rc" = 0 ] || die "the second playbook run is not clean after $((SECONDS - t0)) s (log: $STATE/idempotence.log)"
   log "second run: changed=0 in $((SECONDS - t0)) s"
