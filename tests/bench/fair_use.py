@@ -93,7 +93,7 @@ def build_archive(events: int, seed: int, day: dt.date, work: Path) -> Path:
                "data_dir": str(data_dir)})
     for table in probe.TABLES:
         for date in sorted(p.name.removeprefix("date=") for p in (data_dir / table).glob("date=*")):
-            compact_one((str(data_dir), table, date))
+            compact_one({"data_dir": str(data_dir), "table": table, "date": date})
     return data_dir
 
 

@@ -35,6 +35,7 @@ import os
 import resource
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -137,46 +138,57 @@ def write_day(task: dict[str, Any]) -> dict[str, Any]:
             "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def compact_one(task: tuple[str, str, str]) -> dict[str, Any]:
+def compact_one(task: dict[str, str]) -> dict[str, Any]:
     """Compact one (table, date) partition (runs in a worker process; nothing else writes meanwhile)."""
-    data_dir, table, date = task
-    settings = Settings.from_env({"FIREHOSE_DATA_DIR": data_dir})
+    settings = Settings.from_env({"FIREHOSE_DATA_DIR": task["data_dir"]})
+    table, date = task["table"], task["date"]
     files = storage.partition_files(settings.data_dir, table, date)
     done = Compactor(settings).compact_partition(table, date, files)
     return {"table": table, "date": date, "seconds": done.seconds, "index_seconds": done.index_seconds,
             "rows": done.rows, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def kind_name(days: int) -> str:
-    """week / month / N-day: how a bulk run of `days` days is named in its report."""
-    return {7: "week", 30: "month"}.get(days, f"{days}-day")
+def day_marker(step: dict[str, Any]) -> str:
+    """The marker of a day's task or result."""
+    return f"day-{step['day']:03d}"
+
+
+def partition_marker(step: dict[str, Any]) -> str:
+    """The marker of a partition's compaction task or result."""
+    return f"compact-{step['table']}-{step['date']}"
+
+
+def run_steps(pool: Any, work: Callable[[Any], dict[str, Any]], tasks: list[dict[str, Any]],
+              marker: Callable[[dict[str, Any]], str], progress: Progress, *, what: str, say: Say,
+              done_one: Callable[[dict[str, Any]], None] = lambda result: None) -> list[dict[str, Any]]:
+    """The results of `work` on every task, in the pool: those an earlier attempt finished from their markers,
+    the others computed now, each saved as its marker the moment it is done."""
+    done = [r for t in tasks if (r := progress.load(marker(t))) is not None]
+    if done:
+        say(f"  resuming: {len(done)} of {len(tasks)} {what} were done by an earlier attempt")
+    finished = {marker(r) for r in done}
+    for result in pool.imap_unordered(work, [t for t in tasks if marker(t) not in finished]):
+        progress.save(marker(result), result)
+        done.append(result)
+        done_one(result)
+    return done
 
 
 def generate(pool: Any, tasks: list[dict[str, Any]], progress: Progress, days: int, say: Say) -> list[dict[str, Any]]:
     """Every day's events into Parquet (the days an earlier attempt finished are taken from their markers)."""
-    done = [r for t in tasks if (r := progress.load(f"day-{t['day']:03d}")) is not None]
-    if done:
-        say(f"  resuming: {len(done)} of {len(tasks)} days were written by an earlier attempt")
-    finished = {r["day"] for r in done}
-    for result in pool.imap_unordered(write_day, [t for t in tasks if t["day"] not in finished]):
-        progress.save(f"day-{result['day']:03d}", result)
-        done.append(result)
+    def told(result: dict[str, Any]) -> None:
         say(f"  day {result['day'] + 1}/{days}: {result['events']:,} events in {result['seconds']:.0f}s "
             f"({result['events'] / result['seconds']:,.0f}/s)")
+
+    done = run_steps(pool, write_day, tasks, day_marker, progress, what="days", say=say, done_one=told)
     return sorted(done, key=lambda r: r["day"])
 
 
 def compact(pool: Any, data_dir: Path, progress: Progress, say: Say) -> list[dict[str, Any]]:
     """Compact every (table, day) partition, its day's index included (finished ones taken from their markers)."""
-    parts = [(str(data_dir), t, d) for t in probe.TABLES for d in storage.list_dates(data_dir, t)]
-    done = [r for _, t, d in parts if (r := progress.load(f"compact-{t}-{d}")) is not None]
-    if done:
-        say(f"  resuming: {len(done)} of {len(parts)} partitions were compacted by an earlier attempt")
-    finished = {(r["table"], r["date"]) for r in done}
-    for result in pool.imap_unordered(compact_one, [p for p in parts if (p[1], p[2]) not in finished]):
-        progress.save(f"compact-{result['table']}-{result['date']}", result)
-        done.append(result)
-    return done
+    parts = [{"data_dir": str(data_dir), "table": t, "date": d}
+             for t in probe.TABLES for d in storage.list_dates(data_dir, t)]
+    return run_steps(pool, compact_one, parts, partition_marker, progress, what="partitions", say=say)
 
 
 def index_figures(data_dir: Path, compacted: list[dict[str, Any]], days: int, scale: float) -> dict[str, Any]:
@@ -267,7 +279,7 @@ def run_bulk(args: argparse.Namespace, days: int, logs: Path, work: Path, say: S
              f"`ingest_events_per_s` here is the generate + build_tables + write_parquet rate of {workers} "
              "workers together (no websocket or Redis); the ingest target is measured by the day run."]
     return RunResult(
-        kind_name(days) if args.kind != "history" else "history", args.run_id, "local",
+        args.kind, args.run_id, "local",
         BULK_PATH.format(chunk=Settings().flush_chunk, workers=workers), params, accounting, raw, counts["bytes"],
         rate_all, f"{generated:,} events generated and written by {workers} processes at {rate_all:,.0f} "
         "events/s together (not an ingest rate)", batches, [], queries, analytics,

@@ -347,8 +347,7 @@ def target_rows(result: RunResult) -> list[tuple[str, str, str, str]]:
         rows.append(("kill -9 loses no event", "every event once after SIGKILL/SIGTERM of the ingester",
                      f"{len(result.restarts)} restarts; accounting {'exact' if result.accounting.ok else 'FAILED'}",
                      _mark(result.accounting.ok)))
-    target = result.kind if result.kind in ("day", "week", "month", "history") else "history"
-    rows.append(("scale runs", "one make target each, with a written report", f"`make validate-{target}`",
+    rows.append(("scale runs", "one make target each, with a written report", f"`make validate-{result.kind}`",
                  _mark(True)))
     per_day = result.parquet_bytes / max(result.params.get("days", 1), 1) / max(result.params.get("scale", 1),
                                                                                1e-9)
