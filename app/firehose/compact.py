@@ -94,6 +94,8 @@ class Compactor:
         new = work / "new"
         new.mkdir(parents=True)
         rows = self._rewrite(table, files, new)  # every file fsynced
+        merged = storage.compacted_names(live) | {f.name for f in files if not f.name.startswith(COMPACT_PREFIX)}
+        storage.write_compacted_names(new, merged)  # swapped in with the files: a redone flush batch skips these
         storage.fsync_dir(new)
         self.faults.reached(Failpoint.COMPACT_BEFORE_EXCHANGE)
         exchange(new, live)  # `live` now holds the new files; `new` the old ones

@@ -197,6 +197,7 @@ class Flusher:
         tables, batch.duplicates, batch.raw_bytes = build_tables(entries)
         batch.events = sum(t.num_rows for t in tables.values()) + batch.duplicates
         name = file_name(first, last)
+        tables = self._not_compacted(tables, name)
         for (table, date), arrow_table in sorted(tables.items()):
             path = storage.partition_dir(self.data_dir, table, date) / name
             batch.bytes_written += storage.write_parquet(self.data_dir, arrow_table, path, self.policy)
@@ -214,6 +215,18 @@ class Flusher:
                  last.decode(), batch.events, batch.duplicates, len(batch.files), batch.bytes_written / 1024,
                  batch.seconds)
         return batch
+
+    def _not_compacted(self, tables: dict[tuple[str, str], pa.Table], name: str) -> dict[tuple[str, str], pa.Table]:
+        """Drop the (table, date) files of batch `name` that a compaction already merged (a redo after a crash
+        between writing them and acknowledging the batch): their rows are in the partition's compacted files,
+        and the day's index was rebuilt from those. One small file read per (table, date), no per-row work."""
+        kept = {}
+        for (table, date), arrow_table in tables.items():
+            if name in storage.compacted_names(storage.partition_dir(self.data_dir, table, date)):
+                log.info("batch %s of %s date=%s is already compacted: not written again", name, table, date)
+            else:
+                kept[table, date] = arrow_table
+        return kept
 
     def _index(self, date: str, name: str, posts: pa.Table) -> int:
         """Add a batch's posts of one day to that day's full-text index (replacing an earlier attempt's); returns

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -37,6 +38,7 @@ DATE_RE = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 STAGING = ".staging"
 RENAME_EXCHANGE = 2
 AT_FDCWD = -100
+COMPACTED_MANIFEST = "compacted.json"  # in a compacted partition: the flush files it holds (not *.parquet)
 
 
 def add_date_option(parser: argparse.ArgumentParser, help: str) -> None:
@@ -204,6 +206,27 @@ def write_parquet(data_dir: Path, table: pa.Table, path: Path, policy: ParquetPo
         raise
     fsync_dir(path.parent)
     return size
+
+
+def compacted_names(part_dir: Path) -> frozenset[str]:
+    """The flush file names whose rows partition `part_dir` already holds in its compacted files (empty if none).
+
+    Written by compaction inside the directory it swaps in (`write_compacted_names`), so the set and the files
+    appear together; a redone flush batch skips a file whose name is in it (its rows are already there).
+    """
+    try:
+        return frozenset(orjson.loads((part_dir / COMPACTED_MANIFEST).read_bytes()))
+    except FileNotFoundError:
+        return frozenset()
+
+
+def write_compacted_names(part_dir: Path, names: Iterable[str]) -> None:
+    """Record (fsynced) the flush file names merged into the compacted files of the staged `part_dir`."""
+    path = part_dir / COMPACTED_MANIFEST
+    with open(path, "wb") as fh:
+        fh.write(orjson.dumps(sorted(set(names))))
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def exchange(a: Path, b: Path) -> None:

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import orjson
 
+from firehose.buffer import Buffer
+from firehose.config import Settings
 from firehose.schema import TABLE_NAMES
+from tests.conftest import GOLDEN, RedisServer
 
 CLI = [sys.executable, "-m", "firehose.cli"]
 
@@ -50,3 +56,29 @@ def all_rows(data_dir: Path) -> dict[str, list[dict[str, Any]]]:
 def row_count(data_dir: Path) -> int:
     """Rows over every table."""
     return sum(len(v) for v in all_rows(data_dir).values())
+
+
+GOLDEN_LINES = GOLDEN.read_bytes().splitlines()
+
+
+def settings_for(redis_server: RedisServer, data_dir: Path, **env: str) -> Settings:
+    return Settings.from_env({"FIREHOSE_REDIS_URL": redis_server.url, "FIREHOSE_DATA_DIR": str(data_dir), **env})
+
+
+def synthetic_events(n: int, seed: int = 3, days: int = 2) -> list[bytes]:
+    """`n` distinct small events of every kind spread over `days` UTC days."""
+    rng = random.Random(seed)
+    start = int(dt.datetime(2026, 5, 24, tzinfo=dt.UTC).timestamp() * 1_000_000)
+    out = []
+    for i in range(n):
+        base = orjson.loads(GOLDEN_LINES[i % len(GOLDEN_LINES)])
+        base["time_us"] = start + rng.randrange(days * 86_400_000_000)
+        base["did"] = f"did:plc:{i:024d}"
+        out.append(orjson.dumps(base))
+    return out
+
+
+def append(buffer: Buffer, events: list[bytes], per_entry: int = 100) -> None:
+    """Append events the way the ingester does: batches of `per_entry` events, one stream entry each."""
+    for start in range(0, len(events), per_entry):
+        buffer.append(events[start:start + per_entry], 1)

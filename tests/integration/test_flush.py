@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import random
 from pathlib import Path
 
 import duckdb
@@ -18,33 +17,17 @@ from firehose.compact import Compactor
 from firehose.config import Settings
 from firehose.flush import Flusher, write_textfile_metrics
 from firehose.schema import TABLE_NAMES, TABLES
-from tests.conftest import GOLDEN, RedisServer
-from tests.integration.pipeline import all_rows, run_stage, stage_env, table_rows
-
-GOLDEN_LINES = GOLDEN.read_bytes().splitlines()
-
-
-def settings_for(redis_server: RedisServer, data_dir: Path, **env: str) -> Settings:
-    return Settings.from_env({"FIREHOSE_REDIS_URL": redis_server.url, "FIREHOSE_DATA_DIR": str(data_dir), **env})
-
-
-def synthetic_events(n: int, seed: int = 3, days: int = 2) -> list[bytes]:
-    """`n` distinct small events of every kind spread over `days` UTC days."""
-    rng = random.Random(seed)
-    start = int(dt.datetime(2026, 5, 24, tzinfo=dt.UTC).timestamp() * 1_000_000)
-    out = []
-    for i in range(n):
-        base = orjson.loads(GOLDEN_LINES[i % len(GOLDEN_LINES)])
-        base["time_us"] = start + rng.randrange(days * 86_400_000_000)
-        base["did"] = f"did:plc:{i:024d}"
-        out.append(orjson.dumps(base))
-    return out
-
-
-def append(buffer: Buffer, events: list[bytes], per_entry: int = 100) -> None:
-    """Append events the way the ingester does: batches of `per_entry` events, one stream entry each."""
-    for start in range(0, len(events), per_entry):
-        buffer.append(events[start:start + per_entry], 1)
+from tests.conftest import RedisServer
+from tests.integration.pipeline import (
+    GOLDEN_LINES,
+    all_rows,
+    append,
+    run_stage,
+    settings_for,
+    stage_env,
+    synthetic_events,
+    table_rows,
+)
 
 
 def test_golden_events_land_field_for_field(redis_server: RedisServer, tmp_path: Path) -> None:
