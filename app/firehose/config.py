@@ -145,7 +145,8 @@ class Settings:
         "FIREHOSE_API_HOT_REFRESH_SECONDS", 1.0, "Each API worker reads new buffer entries at most this often."
     )
     api_hot_max_posts: int = _setting(
-        "FIREHOSE_API_HOT_MAX_POSTS", 1_000_000, "Most buffered posts an API worker holds (oldest dropped past it)."
+        "FIREHOSE_API_HOT_MAX_POSTS", 1_000_000,
+        "Most buffered posts an API worker holds (oldest posts dropped past it; deletions and account events kept)."
     )
     api_cursor_secret: str = _setting(
         "FIREHOSE_API_CURSOR_SECRET", "", "HMAC key for page cursors; empty = random per start (set it for >1 host)."

@@ -284,13 +284,19 @@ class HotTier:
         return changed
 
     def _cap(self, state: _State) -> None:
-        """Drop the oldest segments while the tier holds more than `max_posts` posts (a flush that is down)."""
+        """Strip the posts of the oldest segments while the tier holds more than `max_posts` posts (a flush that is
+        down). Their deletions, account and identity events stay until the stream is trimmed past them, which the
+        flush does only once they are in Parquet: a post deleted during an outage stays hidden."""
         total = sum(s.posts.num_rows for s in state.segments)
-        while len(state.segments) > 1 and total > self._max_posts:
-            dropped = state.segments.pop(0)
-            total -= dropped.posts.num_rows
-            log.warning("hot tier over %d posts (is the flush running?): dropped entries up to %d-%d",
-                        self._max_posts, *dropped.last)
+        for i, segment in enumerate(state.segments[:-1]):
+            if total <= self._max_posts:
+                break
+            if not segment.posts.num_rows:
+                continue
+            total -= segment.posts.num_rows
+            state.segments[i] = dataclasses.replace(segment, posts=EMPTY_POSTS)
+            log.warning("hot tier over %d posts (is the flush running?): dropped the posts up to %d-%d, kept their "
+                        "deletions and account events", self._max_posts, *segment.last)
 
 
 def _by_bucket(entries: list[tuple[bytes, bytes]]) -> list[list[tuple[bytes, bytes]]]:

@@ -167,3 +167,17 @@ def test_inactive_accounts_are_hidden_until_active_again(settings: Settings, red
     assert keep(hiding.current(hot.refresh()), "did:plc:a", "1")
     buffer.append([account("did:plc:a", False, "deactivated")], 1)
     assert not keep(hiding.current(hot.refresh()), "did:plc:a", "1")
+
+
+def test_the_cap_drops_posts_never_the_hiding_facts(settings: Settings, redis_server: RedisServer) -> None:
+    """The flush is down and newer posts push the tier past its cap: the old deletion and deactivation stay."""
+    client = redis_server.client()
+    hot = HotTier(redis_server.client, settings.stream_key, min_interval=0, max_posts=2)
+    old = [post("did:plc:a", "1", "old"), delete_post("did:plc:z", "9"), account("did:plc:y", False, "deactivated")]
+    client.xadd(settings.stream_key, {b"e": b"\n".join(old)}, id="1000000-0")
+    for i in range(5):  # each in its own 10 s segment, newer than the deletion
+        client.xadd(settings.stream_key, {b"e": post("did:plc:b", str(i), "new")}, id=f"{1_100_000 + 20_000 * i}-0")
+    snap = hot.refresh()
+    assert snap.post_count <= 2
+    assert post_uri("did:plc:z", "9") in snap.deleted_uris
+    assert [(a.did, a.active) for a in snap.accounts] == [("did:plc:y", False)]
