@@ -197,7 +197,8 @@ class Flusher:
         tables, batch.duplicates, batch.raw_bytes = build_tables(entries)
         batch.events = sum(t.num_rows for t in tables.values()) + batch.duplicates
         name = file_name(first, last)
-        tables = self._not_compacted(tables, name)
+        if recorded:  # only a redone batch can have files that a compaction merged since
+            tables = self._not_compacted(tables, name)
         for (table, date), arrow_table in sorted(tables.items()):
             path = storage.partition_dir(self.data_dir, table, date) / name
             batch.bytes_written += storage.write_parquet(self.data_dir, arrow_table, path, self.policy)
