@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from pathlib import Path
 
 import pytest
 
-from firehose.buffer import Buffer
+from firehose.buffer import EVENT_FIELD, Buffer
 from firehose.config import Settings
 from firehose.filters import Filters
 from firehose.flush import Flusher
@@ -173,3 +174,38 @@ def test_a_handle_the_archive_never_saw_is_found_through_dns(redis_server: Redis
             assert status == 200 and body["results"] == [] and "could not be resolved" in body["meta"]["warnings"][0]
         finally:
             stop_process(server.proc)
+
+
+@pytest.mark.slow
+def test_a_capped_hot_tier_keeps_hiding_what_the_outage_deleted(redis_server: RedisServer, tmp_path: Path) -> None:
+    """The flush is down; a deletion and a deactivation of archived posts arrive, then more new posts than the
+    API's hot cap: /search and /export never serve the hidden posts, during the outage nor after the flush."""
+    settings = settings_for(redis_server, tmp_path)
+    buffer = Buffer.connect(settings)
+    buffer.append([post(DID, "1", "cat kept"), post(DID, "2", "cat deleted"), post(OTHER, "3", "cat deactivated")], 1)
+    Flusher(settings, buffer).run_once()  # archived; from here on the flush is down
+    client = redis_server.client()
+    start_ms = int(time.time() * 1000) + 1_000
+    client.xadd(settings.stream_key, {EVENT_FIELD: b"\n".join([delete_post(DID, "2"), account(OTHER, False)])},
+                id=f"{start_ms}-0")
+    for i in range(6):  # one post per 10 s segment of stream time, all newer than the hiding facts
+        entry_id = f"{start_ms + 20_000 * (i + 1)}-0"
+        client.xadd(settings.stream_key, {EVENT_FIELD: post(DID, f"n{i}", "cat new")}, id=entry_id)
+    server = start_gunicorn(tmp_path, tmp_path / "data", redis_server.url, FIREHOSE_API_HOT_REFRESH_SECONDS="0",
+                            FIREHOSE_API_HOT_MAX_POSTS="2")
+
+    def served() -> tuple[list[str], list[str]]:
+        status, body = server.json("/search", text="cat", limit="50")
+        assert status == 200, body
+        status, _, raw = server.get("/export", text="cat")
+        assert status == 200, raw
+        return [r["uri"] for r in body["results"]], [r["uri"] for r in csv.DictReader(io.StringIO(raw.decode()))]
+
+    try:
+        during = [post_uri(DID, "n5"), post_uri(DID, "n4"), post_uri(DID, "1")]  # the cap keeps the 2 newest posts
+        assert served() == (during, during)
+        Flusher(settings, buffer).run_once()  # the flush is back: everything archived, the stream trimmed
+        after = [post_uri(DID, f"n{i}") for i in reversed(range(6))] + [post_uri(DID, "1")]
+        assert served() == (after, after)
+    finally:
+        stop_process(server.proc)
