@@ -7,15 +7,17 @@
 - `Catalog.identity_files()`: every file of the `identity` table.
 
 The catalog owns three caches, each behind its own lock: row groups per `posts` file (kept per file version,
-mtime and size, and dropped when compaction replaces the file), row counts per file (for `stats`), and the last
-`stats` and freshness answers (reused for a few seconds). Footers are read through the worker's DuckDB (`meta`
-cursor); files only appear by rename, so a footer read once stays true for that file version.
+mtime and size, and dropped when compaction replaces the file), row counts per partition and file (for `stats`,
+kept while the partition directory is unchanged), and the last freshness answer (reused for a few seconds).
+Footers are read through the worker's DuckDB (`meta` cursor); files only appear by rename, so a footer read once
+stays true for that file version.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,7 +35,7 @@ from firehose.schema import TABLE_NAMES
 log = logging.getLogger(__name__)
 
 FRESHNESS_FILES_PER_TABLE = 3
-STATS_CACHE_SECONDS = 10.0
+RACY_NS = 2_000_000_000  # a directory changed more recently than this is listed again on the next stats call
 FRESHNESS_CACHE_SECONDS = 5.0
 FIRST_WINDOW_ROWS = 131_072
 WINDOW_GROWTH = 4  # each further window holds this many times more rows (2, 8 and 16 measured slower for rare words)
@@ -51,6 +53,49 @@ class Chunk:
     rows: int
     lo: int
     hi: int
+
+
+@dataclass(frozen=True)
+class _Partition:
+    """What `stats` listed in one partition directory: its mtime then (-1: list again), each file's (mtime_ns, size,
+    rows) and the partition's totals."""
+
+    mtime_ns: int
+    files: dict[str, tuple[int, int, int]]
+    summary: dict[str, int]
+
+
+def _partition_dirs(data_dir: Path, table: str) -> Iterator[tuple[str, str, int]]:
+    """(date, directory, mtime_ns) of each partition directory of `table` (one stat each)."""
+    try:
+        entries = list(os.scandir(storage.table_dir(data_dir, table)))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        match = storage.DATE_RE.match(entry.name)
+        if match is None or not entry.is_dir():
+            continue
+        try:
+            yield match.group(1), entry.path, entry.stat().st_mtime_ns
+        except FileNotFoundError:
+            continue  # removed meanwhile
+
+
+def _parquet_files(directory: str) -> dict[str, tuple[int, int]]:
+    """path -> (mtime_ns, size) of the Parquet files in `directory` (a file renamed away meanwhile is left out)."""
+    files = {}
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return {}
+    for entry in entries:
+        if entry.name.endswith(".parquet") and entry.is_file():
+            try:
+                st = entry.stat()
+            except FileNotFoundError:
+                continue
+            files[entry.path] = (st.st_mtime_ns, st.st_size)
+    return files
 
 
 class Remembered(Generic[T]):
@@ -94,9 +139,8 @@ class Catalog:
         self._row_groups: dict[str, tuple[tuple[int, int], list[tuple[int, int, int]]]] = {}
         self._unreadable: set[str] = set()
         self._day_files: dict[str, set[str]] = {}
-        self._counts_lock = threading.Lock()  # guards _footer_rows
-        self._footer_rows: dict[str, tuple[int, int, int]] = {}  # path -> (mtime_ns, size, rows)
-        self._stats = Remembered(STATS_CACHE_SECONDS, self._read_stats)
+        self._counts_lock = threading.Lock()  # guards _partitions
+        self._partitions: dict[str, _Partition] = {}  # partition directory -> what `stats` last listed there
         self._fresh = Remembered(FRESHNESS_CACHE_SECONDS, self._read_newest_time_us)
 
     # --- row groups and scan windows
@@ -226,40 +270,46 @@ class Catalog:
         return int(latest) if latest is not None else None
 
     def stats(self) -> dict[str, Any]:
-        """Rows, files and bytes per table per day, from Parquet footers (each file's footer read once; the answer
-        is reused for STATS_CACHE_SECONDS)."""
-        return self._stats.get()
-
-    def _read_stats(self) -> dict[str, Any]:
-        listing: dict[str, dict[str, list[tuple[str, int, int]]]] = {}
-        for table in TABLE_NAMES:
-            for date in storage.list_dates(self.data_dir, table):
-                for path in storage.partition_files(self.data_dir, table, date):
-                    try:
-                        st = path.stat()
-                    except FileNotFoundError:
-                        continue  # replaced by compaction meanwhile
-                    day = listing.setdefault(table, {}).setdefault(date, [])
-                    day.append((str(path), st.st_mtime_ns, st.st_size))
-        files = [f for dates in listing.values() for day in dates.values() for f in day]
+        """Rows, files and bytes per table per day, current at the call (no answer is reused). A partition is listed
+        again only when its directory changed (files appear, go and are replaced only by renames, which change the
+        directory's mtime), and each file's footer is read once (all new ones in one statement), so a call costs
+        one stat per partition."""
+        partitions = [(table, date, path, mtime_ns) for table in TABLE_NAMES
+                      for date, path, mtime_ns in _partition_dirs(self.data_dir, table)]
         with self._counts_lock:
-            unknown = [key for key, mtime, size in files if self._footer_rows.get(key, ())[:2] != (mtime, size)]
-        counts = self._count_rows(unknown)
-        with self._counts_lock:
-            seen = {f[0] for f in files}
-            for key in [k for k in self._footer_rows if k not in seen]:
-                del self._footer_rows[key]
-            for key, mtime, size in files:
-                if key in counts:
-                    self._footer_rows[key] = (mtime, size, counts[key])
-            rows_of = {key: self._footer_rows.get(key, (0, 0, 0))[2] for key, _, _ in files}
+            known = {p[2]: self._partitions.get(p[2]) for p in partitions}
+        changed = {path: _parquet_files(path) for _, _, path, mtime_ns in partitions
+                   if (k := known[path]) is None or k.mtime_ns != mtime_ns}
+        rows: dict[str, dict[str, int]] = {}
+        for path, files in changed.items():
+            old = k.files if (k := known[path]) is not None else {}
+            rows[path] = {f: old[f][2] for f, stat in files.items() if f in old and old[f][:2] == stat}
+        counts = self._count_rows([f for path, files in changed.items() for f in files if f not in rows[path]])
+        now = time.time_ns()
         tables: dict[str, Any] = {}
-        for table, dates in listing.items():
-            days = {date: {"rows": sum(rows_of[f[0]] for f in day), "files": len(day), "bytes": sum(f[2] for f in day)}
-                    for date, day in dates.items()}
-            tables[table] = {"rows": sum(d["rows"] for d in days.values()),
-                             "bytes": sum(d["bytes"] for d in days.values()), "days": days}
-        return {"tables": tables}
+        with self._counts_lock:
+            for table, date, path, mtime_ns in partitions:
+                if path in changed:
+                    files = changed[path]
+                    day_rows = rows[path] | {f: counts[f] for f in files if f in counts}  # unreadable footers stay out
+                    summary = {"rows": sum(day_rows.values()), "files": len(files),
+                               "bytes": sum(size for _, size in files.values())}
+                    # a directory changed within RACY_NS may change again within the same mtime tick, and a footer
+                    # that could not be read is tried again: either way the partition is listed again next call
+                    settled = now - mtime_ns > RACY_NS and len(day_rows) == len(files)
+                    self._partitions[path] = _Partition(mtime_ns if settled else -1,
+                                                        {f: (*files[f], n) for f, n in day_rows.items()}, summary)
+                else:
+                    summary = self._partitions[path].summary
+                if summary["files"]:
+                    tables.setdefault(table, {"rows": 0, "bytes": 0, "days": {}})["days"][date] = summary
+            for gone in set(self._partitions) - set(known):
+                del self._partitions[gone]
+        for table in tables.values():
+            table["days"] = {date: table["days"][date] for date in sorted(table["days"], reverse=True)}
+            table["rows"] = sum(d["rows"] for d in table["days"].values())
+            table["bytes"] = sum(d["bytes"] for d in table["days"].values())
+        return {"tables": {t: tables[t] for t in TABLE_NAMES if t in tables}}
 
     def _count_rows(self, files: list[str]) -> dict[str, int]:
         """Rows per file from the footers of `files`; an unreadable footer is logged and left out."""

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from firehose import schema, storage
+from firehose import catalog, schema, storage
 from firehose.config import Settings
 from firehose.database import Database, Watchdog
 from firehose.filters import Filters
@@ -409,6 +411,36 @@ def test_freshness_and_stats_from_footers(semantic_dir: Path) -> None:
     assert stats["posts"]["rows"] == len(SEMANTIC_POSTS)
     assert sum(d["rows"] for d in stats["posts"]["days"].values()) == len(SEMANTIC_POSTS)
     assert stats["identity"]["days"][DAY3]["rows"] == 1 and stats["identity"]["days"][DAY3]["files"] == 1
+
+
+def test_stats_are_current_at_every_call(tmp_path: Path) -> None:
+    """No answer is reused: a new file, a file replaced under its name and a compaction show at the next call,
+    also when the directory changes twice within its mtime tick; an unchanged partition is not listed again."""
+    data = tmp_path / "data"
+    write_posts(data, [post("a"), post("b")], name="f1")
+    s = Searcher(settings_for(data))
+
+    def day() -> dict:
+        return s.catalog.stats()["tables"]["posts"]["days"][DAY1]
+
+    assert day()["rows"] == 2 and day()["files"] == 1
+    write_posts(data, [post("c")], name="f2")  # a flush batch
+    assert day()["rows"] == 3 and day()["files"] == 2
+    write_posts(data, [post("c"), post("d")], name="f2")  # its redo, same name, more rows
+    assert day()["rows"] == 4 and day()["files"] == 2
+    part = storage.partition_dir(data, "posts", DAY1)
+    for f in part.glob("*.parquet"):
+        f.unlink()
+    write_posts(data, [post(str(i)) for i in range(5)], name="compact-1")  # compacted into one file
+    assert day() == {"rows": 5, "files": 1, "bytes": (part / "compact-1.parquet").stat().st_size}
+    old = time.time_ns() - 10 * catalog.RACY_NS  # a settled partition: its listing is kept while it is unchanged
+    os.utime(part, ns=(old, old))
+    assert day()["rows"] == 5
+    write_posts(data, [post("e")], name="f3")
+    os.utime(part, ns=(old, old))  # a change that left the directory's mtime alone (renames never do)
+    assert day()["rows"] == 5  # proves the settled listing is reused: one stat per partition
+    os.utime(part)
+    assert day()["rows"] == 6
 
 
 def test_identity_lookups(tmp_path: Path) -> None:
