@@ -36,6 +36,7 @@ from firehose.limits import Client, Lease, Limiter, Refused, client_of
 from firehose.openapi import JSON_TYPE, openapi_document
 from firehose.params import BadParameter, CursorCodec, parse_search
 from firehose.search import QueryTimeout, Searcher
+from firehose.sources import SCAN_REASONS, VIA, Sources
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,14 @@ class Metrics:
         self.query_errors = Counter("firehose_api_query_errors", "Failed queries by endpoint and kind "
                                     "(timeout, internal).", ["endpoint", "kind"], registry=reg)
         self.export_rows = Counter("firehose_api_export_rows", "Rows streamed by /export.", registry=reg)
+        self.days = Counter("firehose_api_search_days", f"Days read by /search and /export, by endpoint, how (via: "
+                            f"{', '.join(VIA)}) and why a day was scanned (reason: {', '.join(SCAN_REASONS)}; empty "
+                            "otherwise).", ["endpoint", "via", "reason"], registry=reg)
+
+    def count_days(self, endpoint: str, sources: Sources) -> None:
+        """Count the days one request read."""
+        for day in sources.days:
+            self.days.labels(endpoint, day.via, day.reason or "").inc()
 
     def render(self) -> bytes:
         """The exposition text of all workers' metrics (multiprocess) or this app's."""
@@ -217,10 +226,14 @@ class Api:
         position = self.cursors.decode(query.cursor, fingerprint) if query.cursor else None
         filters, warnings = self.searcher.filters(query, self.did_for)
         cap = self.settings.api_max_results
+        sources = Sources()
         if filters is None or (position and position.served >= cap):
             rows, next_position = [], None
         else:
-            page = self.searcher.search(filters, query.limit, position, cap=cap)
+            try:
+                page = self.searcher.search(filters, query.limit, position, cap=cap, sources=sources)
+            finally:
+                self.metrics.count_days("/search", sources)
             rows, next_position = page.rows, page.next_position
         handles = self.book.handles([r["did"] for r in rows], time.monotonic() + DISPLAY_WAIT_SECONDS)
         results = [{"timestamp": r["timestamp"], "username": handles.get(r["did"], r["did"]), **r} for r in rows]
@@ -232,6 +245,7 @@ class Api:
             "total_cap": cap,
             "query": query.echo(),
             "took_ms": round((time.perf_counter() - started) * 1000, 1),
+            "days": sources.as_json(),
         }
         if warnings:
             meta["warnings"] = warnings
@@ -242,27 +256,31 @@ class Api:
         query = parse_search(query_pairs(bottle.request.environ), self.settings, export=True)
         client: Client = bottle.request.environ["firehose.client"]
         lease = self.limits.export_slot(client)
+        sources = Sources()
         try:
             filters, _ = self.searcher.filters(query, self.did_for)
             batches: Iterator[pa.RecordBatch] = iter(())
             if filters is not None:
-                batches = self.searcher.export(filters, query.limit)
+                batches = self.searcher.export(filters, query.limit, sources)
         except BaseException:
             self.limits.release(lease)
+            self.metrics.count_days("/export", sources)
             raise
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
         headers = self.headers("text/csv; charset=utf-8")
         headers["Content-Disposition"] = f'attachment; filename="bluesky-posts-{stamp}.csv"'
-        return bottle.HTTPResponse(self._csv(batches, raw=query.raw, lease=lease), 200, headers)
+        return bottle.HTTPResponse(self._csv(batches, raw=query.raw, lease=lease, sources=sources), 200, headers)
 
     def did_for(self, value: str) -> str | None:
         """The DID of a handle (or DID) typed into a filter, resolved within FILTER_WAIT_SECONDS."""
         return self.book.did_for(value, time.monotonic() + min(FILTER_WAIT_SECONDS, self.settings.api_query_timeout))
 
-    def _csv(self, batches: Iterator[pa.RecordBatch], *, raw: bool, lease: Lease | None) -> Iterator[bytes]:
+    def _csv(self, batches: Iterator[pa.RecordBatch], *, raw: bool, lease: Lease | None,
+             sources: Sources) -> Iterator[bytes]:
         """CSV bytes: a header row, then each batch written by pyarrow (quoted where needed); unless `raw`, cells
         that a spreadsheet would run as a formula are neutralised (`csv_export.neutralise`). The export slot `lease`
-        is given back when the stream ends (Bottle starts the generator at once, so the `finally` always runs)."""
+        is given back, and the days the export read (`sources`) counted, when the stream ends (Bottle starts the
+        generator at once, so the `finally` always runs)."""
         yield csv_header()
         try:
             for batch in batches:
@@ -278,6 +296,7 @@ class Api:
             close = getattr(batches, "close", None)
             if close:
                 close()
+            self.metrics.count_days("/export", sources)
 
     # --- operations
 

@@ -24,21 +24,23 @@ from firehose.search import (
     BudgetSpent,
     QueryTimeout,
     Searcher,
-    View,
     matching_batch,
     overfetch,
+    search_span,
 )
-from firehose.serving import HOT_VIEW, hot_view
+from firehose.serving import HOT_VIEW, View, hot_view
 from firehose.serving import Merger as _Merger
+from firehose.sources import Sources
 
 log = logging.getLogger(__name__)
 
 
 class Exporter:
-    """One export over a `Searcher`'s tiers."""
+    """One export over a `Searcher`'s tiers; the days it reads, and how, go into `sources`."""
 
-    def __init__(self, searcher: Searcher) -> None:
+    def __init__(self, searcher: Searcher, sources: Sources) -> None:
         self.searcher = searcher
+        self.sources = sources
 
     def export(self, filters: Filters, max_rows: int) -> Iterator[pa.RecordBatch]:
         """Record batches (EXPORT_COLUMNS minus username, plus time_us) of up to `max_rows` matches in sort order.
@@ -94,6 +96,7 @@ class Exporter:
         """The hot tier's servable matches as one export table in sort order."""
         if not view.hot.post_count:
             return pa.table({})
+        self.sources.hot(view.hot, *search_span(filters, None))
         where, params = where_clause(filters, None)
         table = cur.sql(f"SELECT {EXPORT_SELECT} FROM {HOT_VIEW} WHERE {where} ORDER BY {order_by(filters.query.sort)}",
                         params=params).to_arrow_table()
@@ -105,12 +108,12 @@ class Exporter:
         """Servable archive rows in sort order: scanned without text, else day by day through the day's index
         where it is complete (the same split as `_parquet_keys`)."""
         if not filters.needles:
-            yield from self._scan_batches(cur, view, filters, windows=self.searcher.windows(filters, None),
-                                          max_rows=max_rows, dogs=dogs)
+            windows = self.sources.scanned(self.searcher.windows(filters, None))
+            yield from self._scan_batches(cur, view, filters, windows=windows, max_rows=max_rows, dogs=dogs)
             return
         left = max_rows
         for date, low, high in self.searcher.days(filters, None):
-            indexed = self.searcher.day_index(date)
+            indexed = self.searcher.day_index(date, self.sources)
             batches = (self._scan_batches(cur, view, filters, windows=self.searcher.day_windows(filters, low, high),
                                           max_rows=left, dogs=dogs)
                        if indexed is None else self._index_batches(cur, view, filters, indexed=indexed,

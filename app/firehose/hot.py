@@ -89,6 +89,7 @@ class HotSnapshot:
     identities: tuple[IdentityEvent, ...] = ()
     uris: frozenset[str] = frozenset()
     newest_time_us: int | None = None
+    oldest_time_us: int | None = None
     read_at: float = 0.0  # time.monotonic() of the last successful read
     error: str | None = None
 
@@ -195,11 +196,13 @@ def snapshot_of(segments: list[Segment], read_at: float) -> HotSnapshot:
         return HotSnapshot(read_at=read_at)
     merged = merge_segments(segments)
     posts = merged.posts
-    newest = None
+    oldest = newest = None
     if posts.num_rows:
-        newest = pc.max(posts.column("time_us")).as_py()
+        bounds = pc.min_max(posts.column("time_us"))
+        oldest, newest = bounds["min"].as_py(), bounds["max"].as_py()
     return HotSnapshot(posts, merged.deleted_uris, merged.accounts, merged.identities,
-                       frozenset(posts.column("uri").to_pylist()), newest, read_at)
+                       frozenset(posts.column("uri").to_pylist()), newest_time_us=newest, oldest_time_us=oldest,
+                       read_at=read_at)
 
 
 class HotTier:

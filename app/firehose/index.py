@@ -16,8 +16,9 @@ How it stays complete:
   (`rebuild`, renameat2 exchange), as it does for the Parquet partition;
 - `firehose reindex` rebuilds a day on demand (`--date`, `--all`) or every day whose index is missing or whose
   document count differs from the day's Parquet rows (the default, run by the compaction timer);
-- readers (`Indexes.searcher`) use a day's index only while its document count equals the day's Parquet rows;
-  otherwise that day is scanned with the same matching rules.
+- readers (`Indexes.lookup`) use a day's index only while its document count equals the day's Parquet rows;
+  otherwise that day is scanned with the same matching rules, and the lookup says why (missing, unreadable, out
+  of sync: what `/search` reports in `meta.days` and the API counts in `firehose_api_search_days_total`).
 """
 
 from __future__ import annotations
@@ -279,23 +280,38 @@ def _hits(searcher: tantivy.Searcher, found: list[tuple[Any, tantivy.DocAddress]
     return list(zip(times, keys, strict=True))
 
 
+MISSING, UNREADABLE, OUT_OF_SYNC = "missing", "unreadable", "out_of_sync"  # why a day's index is not used
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """A day's index as one reader found it: `searcher` when it holds exactly the day's Parquet rows, else None
+    and `reason` (MISSING, UNREADABLE or OUT_OF_SYNC) why the day is scanned instead."""
+
+    searcher: tantivy.Searcher | None
+    reason: str | None = None
+
+
 class Indexes:
     """The per-day indexes as one reader sees them; one per API worker. An opened index is kept while its
-    directory (same inode) holds it; a commit is picked up by reloading when `meta.json` changes."""
+    directory (same inode) holds it; a commit is picked up by reloading when `meta.json` changes. Why a day is
+    scanned instead is logged (a warning) once per day and reason by each worker."""
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self._lock = threading.Lock()
         self._open: dict[str, tuple[tuple[int, int], tantivy.Index]] = {}
+        self._reported: set[tuple[str, str]] = set()  # (date, reason) already logged
 
-    def searcher(self, date: str, parquet_rows: int) -> tantivy.Searcher | None:
-        """A searcher over day `date`'s index when its document count equals `parquet_rows`, else None (the day
-        is then scanned)."""
+    def lookup(self, date: str, parquet_rows: int) -> Lookup:
+        """A searcher over day `date`'s index when its document count equals `parquet_rows`, else why not (the
+        day is then scanned)."""
         path = day_dir(self.data_dir, date)
         try:
             stamp = (path.stat().st_ino, (path / "meta.json").stat().st_mtime_ns)
         except FileNotFoundError:
-            return None
+            return self._unusable(date, MISSING, f"{path} holds no index; `firehose reindex` builds it (the "
+                                  "compaction timer runs it daily)")
         with self._lock:
             known = self._open.get(date)
         try:
@@ -307,11 +323,26 @@ class Indexes:
                     index.reload()
             searcher = index.searcher()
         except (ValueError, OSError) as exc:
-            log.warning("the index of %s cannot be read (%s); scanning that day", date, exc)
-            return None
+            return self._unusable(date, UNREADABLE, f"{path} cannot be read ({exc}); tantivy takes a lock file "
+                                  "there, so the API needs write access to it; a damaged index is rebuilt by "
+                                  f"`firehose reindex --date {date}`")
         with self._lock:
             self._open[date] = (stamp, index)
-        return searcher if searcher.num_docs == parquet_rows else None
+        if searcher.num_docs != parquet_rows:
+            return self._unusable(date, OUT_OF_SYNC, f"the index holds {searcher.num_docs} posts, the Parquet "
+                                  f"{parquet_rows} (a flush or compaction in progress catches up; if it lasts, "
+                                  f"`firehose reindex --date {date}`)")
+        return Lookup(searcher)
+
+    def _unusable(self, date: str, reason: str, detail: str) -> Lookup:
+        """The answer for a day whose index cannot be used, logged the first time this worker meets it."""
+        with self._lock:
+            first = (date, reason) not in self._reported
+            self._reported.add((date, reason))
+        if first:
+            log.warning("scanning %s instead of reading its index (%s; logged once per worker): %s", date, reason,
+                        detail)
+        return Lookup(None, reason)
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

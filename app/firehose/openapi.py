@@ -7,6 +7,7 @@ from typing import Any
 
 from firehose.config import Settings
 from firehose.params import openapi_parameters
+from firehose.sources import SCAN_REASONS, VIA
 
 JSON_TYPE = "application/json"
 
@@ -83,7 +84,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 "SearchResponse": {"type": "object", "required": ["results", "meta"], "properties": {
                     "results": {"type": "array", "items": {"$ref": "#/components/schemas/Post"}},
                     "meta": {"type": "object", "required": ["count", "cursor", "limit", "total_cap", "query",
-                                                            "took_ms"], "properties": {
+                                                            "took_ms", "days"], "properties": {
                         "count": {"type": "integer"},
                         "cursor": {"type": ["string", "null"], "description": "Pass as cursor for the next page; "
                                    "null when there are no more results or the total cap is reached."},
@@ -91,7 +92,17 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                         "total_cap": {"type": "integer", "const": settings.api_max_results},
                         "query": {"type": "object", "description": "The normalised parameters."},
                         "took_ms": {"type": "number"},
+                        "days": {"type": "array", "description": "How each day was read, in the order read (the "
+                                 "hot tier first): through its full-text index, by a scan of its Parquet (with "
+                                 "the reason), or from the hot tier (posts not yet flushed).", "items": {
+                                     "$ref": "#/components/schemas/DaySource"}},
                         "warnings": {"type": "array", "items": {"type": "string"}}}}}},
+                "DaySource": {"type": "object", "required": ["date", "via"], "properties": {
+                    "date": {"type": "string", "format": "date"},
+                    "via": {"type": "string", "enum": list(VIA)},
+                    "reason": {"type": "string", "enum": list(SCAN_REASONS),
+                               "description": "Why a day was scanned: the search has no text, or the day's index "
+                               "is missing, cannot be read, or does not hold exactly the day's posts."}}},
                 "Health": {"type": "object", "required": ["status", "checks"], "properties": {
                     "status": {"type": "string", "enum": ["ok", "fail"]},
                     "checks": {"type": "object", "properties": {

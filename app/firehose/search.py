@@ -11,8 +11,9 @@ Where candidate rows come from: without text, (files, low, high) time windows in
 Parquet row groups (`Searcher.windows`, `catalog.Catalog.windows`). With text, day by day in scan order: a day
 whose full-text index holds exactly the day's Parquet rows (`index.Indexes`) gives the event times of matching
 posts, newest first, in growing rounds, and only the rows at those times are read; any other day (not yet
-indexed, being rebuilt) is scanned window by window. Both paths end in the same check of the text
-(`matching.matches`), so they return the same rows (tests/unit/test_matching.py proves it on random queries).
+indexed, being rebuilt) is scanned window by window (`sources.Sources` records which way each day was read).
+Both paths end in the same check of the text (`matching.matches`), so they return the same rows
+(tests/unit/test_matching.py proves it on random queries).
 
 Every user value reaches DuckDB as a bound parameter; the only SQL text built at run time
 is fixed fragments chosen by which filters are present. Each window is queried with `ORDER BY time_us, uri LIMIT
@@ -38,12 +39,13 @@ from firehose.catalog import DAY_US, OPEN_END, Catalog
 from firehose.config import Settings
 from firehose.database import Database, Watchdog, scalar
 from firehose.filters import Filters, order_by, where_clause
-from firehose.hiding import HiddenSet, Hiding
+from firehose.hiding import Hiding
 from firehose.hot import HotSnapshot, HotTier
 from firehose.index import Hit, Indexes, matching_posts, uri_key
 from firehose.matching import Needle, matches, needles_of
 from firehose.params import EPOCH, Position, SearchQuery
-from firehose.serving import HOT_VIEW, hot_view
+from firehose.serving import HOT_VIEW, View, hot_view
+from firehose.sources import INDEX, SCAN, Sources
 
 log = logging.getLogger(__name__)
 
@@ -94,47 +96,10 @@ Key = tuple[int, str, "tuple[str, ...] | None"]  # (time_us, uri, the files it c
 Fetched = dict[tuple[int, str], tuple[Any, ...]]  # result rows (RESULT_COLUMNS) already read, by (time_us, uri)
 
 
-@dataclass(frozen=True)
-class View:
-    """What one request serves from: the hot tier and the hiding rules, both taken before the Parquet files are
-    listed (a post flushed in between is then in both, and served once, from the hot tier)."""
-
-    hot: HotSnapshot
-    rules: HiddenSet
-
-    def keep(self, cur: duckdb.DuckDBPyConnection, rows: list[tuple[Any, ...]], *, hot: bool
-             ) -> list[tuple[Any, ...]]:
-        """The rows (time_us, uri, ...) that may be served: not hidden, and for Parquet rows not served from the hot
-        tier instead. The author is read from the URI (at://<did>/...) and `hash(uri)` computed only for these few
-        rows: selecting `did` and the hash in the scan itself made a common-word search ~1.4x slower."""
-        if not rows:
-            return rows
-        uris = [r[1] for r in rows]
-        hashes: list[int] = []
-        if self.rules.deleted_hashes.size:
-            hashes = scalar(cur, "SELECT list_transform(?::VARCHAR[], lambda u: hash(u))", [uris])
-        mask = self.rules.keep_mask(uris, [_author(u) for u in uris], hashes or [0] * len(uris))
-        served_hot = self.hot.uris
-        return [r for r, ok in zip(rows, mask, strict=True) if ok and (hot or r[1] not in served_hot)]
-
-    def keep_batch(self, batch: pa.RecordBatch, *, hot: bool) -> pa.RecordBatch:
-        """`batch` (an export batch with uri, did and uri_hash) without the rows `keep` would drop."""
-        uris = batch.column("uri").to_pylist()
-        mask = self.rules.keep_mask(uris, batch.column("did").to_pylist(), batch.column("uri_hash").to_pylist())
-        if not hot and self.hot.uris:
-            mask = [ok and u not in self.hot.uris for u, ok in zip(uris, mask, strict=True)]
-        return batch if all(mask) else batch.filter(pa.array(mask, pa.bool_()))
-
-
 def overfetch(n: int) -> int:
     """How many rows to ask a window for when `n` servable ones are wanted: some of them may be hidden, and a
     second statement over the same window costs as much as the first (a few percent of posts are deleted)."""
     return n + max(16, n // 4)
-
-
-def _author(uri: str) -> str:
-    """The DID of a post from its at:// URI (at://<did>/app.bsky.feed.post/<rkey>)."""
-    return uri[5:].split("/", 1)[0]
 
 
 def _key_select(filters: Filters) -> str:
@@ -156,7 +121,7 @@ def matching_batch(batch: pa.RecordBatch, needles: Sequence[Needle]) -> pa.Recor
     return batch if all(mask) else batch.filter(pa.array(mask, pa.bool_()))
 
 
-def _span(filters: Filters, after: Position | None) -> tuple[int, int]:
+def search_span(filters: Filters, after: Position | None) -> tuple[int, int]:
     """The time range [low, high) a search covers past `after`."""
     query = filters.query
     low = query.since_us if query.since_us is not None else 0
@@ -227,7 +192,7 @@ class Searcher:
     def windows(self, filters: Filters, after: Position | None) -> Iterator[tuple[list[str], int, int]]:
         """(files, low, high) time windows [low, high) in scan order covering the search range past `after`:
         where archived candidate rows come from (row groups of the date partitions, see `Catalog.windows`)."""
-        low, high = _span(filters, after)
+        low, high = search_span(filters, after)
         return self.catalog.windows(low, high, latest=filters.query.sort == "latest",
                                     min_chunks=self.settings.api_duckdb_threads)
 
@@ -235,7 +200,7 @@ class Searcher:
         """(date, low, high): the posts days in scan order with the part [low, high) of each that the search
         covers past `after`."""
         latest = filters.query.sort == "latest"
-        low, high = _span(filters, after)
+        low, high = search_span(filters, after)
         dates = storage.list_dates(Path(self.settings.data_dir), "posts")
         for date in dates if latest else reversed(dates):
             start = int(dt.datetime.fromisoformat(date).replace(tzinfo=dt.UTC).timestamp()) * 1_000_000
@@ -243,13 +208,17 @@ class Searcher:
             if day_low < day_high:
                 yield date, day_low, day_high
 
-    def day_index(self, date: str) -> tuple[Any, list[str]] | None:
+    def day_index(self, date: str, sources: Sources | None = None) -> tuple[Any, list[str]] | None:
         """(a searcher over the day's index, the day's posts files) when the index holds exactly the day's
-        Parquet rows; None when the day has to be scanned."""
+        Parquet rows; None when the day has to be scanned. Which of the two (and why a scan) goes into `sources`."""
         chunks = self.catalog.day_chunks(date)
         files = list(dict.fromkeys(c.path for c in chunks))
-        searcher = self.indexes.searcher(date, sum(c.rows for c in chunks)) if files else None
-        return (searcher, files) if searcher is not None else None
+        if not files:
+            return None
+        found = self.indexes.lookup(date, sum(c.rows for c in chunks))
+        if sources is not None:
+            sources.add(date, INDEX if found.searcher is not None else SCAN, found.reason)
+        return (found.searcher, files) if found.searcher is not None else None
 
     def day_windows(self, filters: Filters, low: int, high: int) -> Iterator[tuple[list[str], int, int]]:
         """The catalog's scan windows over [low, high) (one day's part) in the order of `filters.query.sort`."""
@@ -267,13 +236,15 @@ class Searcher:
     # --- search
 
     def search(self, filters: Filters, limit: int, after: Position | None, *, cap: int,
-               budget: float | None = None) -> Page:
-        """Up to `limit` results after `after` (newest first for sort=latest), at most `cap` over all pages."""
+               budget: float | None = None, sources: Sources | None = None) -> Page:
+        """Up to `limit` results after `after` (newest first for sort=latest), at most `cap` over all pages; the
+        days read, and how, go into `sources` as they are read (also when the search then times out)."""
         served = after.served if after else 0
         want = min(limit, cap - served)
         if want <= 0:
             return Page()
         view = self.view()
+        sources = sources if sources is not None else Sources()
         cur = self.db.cursor("query")
         seconds = budget or self.settings.api_query_timeout
         timeout = QueryTimeout(f"the search ran past its {seconds:g} s budget and was cancelled")
@@ -283,10 +254,10 @@ class Searcher:
         with Watchdog(cur, seconds) as dog:
             try:
                 with hot_view(cur, view.hot):
-                    hot_keys = self._hot_keys(cur, view, filters, after)[:want + 1]
+                    hot_keys = self._hot_keys(cur, view, filters, after, sources)[:want + 1]
                     fetched: Fetched = {}
                     archive_keys = self._parquet_keys(cur, view, filters, after, need=want + 1, dog=dog,
-                                                      fetched=fetched)
+                                                      fetched=fetched, sources=sources)
                     keys = _merged(hot_keys, archive_keys, filters.query.sort)[:want + 1]
                     rows = self._fetch_rows(cur, keys[:want], fetched)
                 if dog.fired:
@@ -304,24 +275,27 @@ class Searcher:
         return page
 
     @staticmethod
-    def _hot_keys(cur: duckdb.DuckDBPyConnection, view: View, filters: Filters, after: Position | None) -> list[Key]:
+    def _hot_keys(cur: duckdb.DuckDBPyConnection, view: View, filters: Filters, after: Position | None,
+                  sources: Sources) -> list[Key]:
         """Every servable key of the hot tier that matches, in sort order (the tier is small)."""
         if not view.hot.post_count:
             return []
+        sources.hot(view.hot, *search_span(filters, after))
         where, params = where_clause(filters, after)
         found = cur.execute(f"SELECT {_key_select(filters)} FROM {HOT_VIEW} WHERE {where} "
                             f"ORDER BY {order_by(filters.query.sort)}", params).fetchall()
         return [(r[0], r[1], None) for r in view.keep(cur, _matching(found, filters.needles), hot=True)]
 
     def _parquet_keys(self, cur: duckdb.DuckDBPyConnection, view: View, filters: Filters, after: Position | None,
-                      *, need: int, dog: Watchdog, fetched: Fetched) -> list[Key]:
+                      *, need: int, dog: Watchdog, fetched: Fetched, sources: Sources) -> list[Key]:
         """The first `need` servable keys of the archive in sort order: scanned window by window without text,
         else day by day, through the day's index where it is complete (whose rows land in `fetched`)."""
         if not filters.needles:
-            return self._scan_keys(cur, view, filters, after, self.windows(filters, after), need=need, dog=dog)
+            return self._scan_keys(cur, view, filters, after, sources.scanned(self.windows(filters, after)),
+                                   need=need, dog=dog)
         keys: list[Key] = []
         for date, low, high in self.days(filters, after):
-            indexed = self.day_index(date)
+            indexed = self.day_index(date, sources)
             if indexed is None:
                 keys += self._scan_keys(cur, view, filters, after, self.day_windows(filters, low, high),
                                         need=need - len(keys), dog=dog)
@@ -442,11 +416,12 @@ class Searcher:
 
     # --- export
 
-    def export(self, filters: Filters, max_rows: int) -> Iterator[pa.RecordBatch]:
-        """Record batches of up to `max_rows` matches in sort order (see `export.Exporter.export`)."""
+    def export(self, filters: Filters, max_rows: int, sources: Sources | None = None) -> Iterator[pa.RecordBatch]:
+        """Record batches of up to `max_rows` matches in sort order (see `export.Exporter.export`); the days read
+        go into `sources` as the stream reads them."""
         from firehose.export import Exporter  # export builds on this module
 
-        return Exporter(self).export(filters, max_rows)
+        return Exporter(self, sources if sources is not None else Sources()).export(filters, max_rows)
 
     # --- identity
 

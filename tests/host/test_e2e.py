@@ -8,6 +8,7 @@ import shlex
 import urllib.parse
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from firehose.matching import tokens
 from tests.host.conftest import wait_until, why
@@ -90,7 +91,9 @@ def test_flush_metrics_reach_node_exporter(host, flushed):
     assert wait_until(metric, timeout=30), "no firehose_flush_* metric on node exporter's /metrics"
 
 
-def test_search_finds_flushed_posts(host, proxy, flushed, venv_bin):
+@pytest.fixture(scope="module")
+def word(host, flushed, venv_bin) -> str:
+    """A whole word of one of the newest flushed posts, as the API matches words (firehose.matching)."""
     sql = (
         f"select text, uri from read_parquet('{flushed}/**/*.parquet', hive_partitioning=true) "
         "where regexp_matches(text, '[A-Za-z]{5,}') order by time_us desc limit 20"
@@ -103,7 +106,10 @@ def test_search_finds_flushed_posts(host, proxy, flushed, venv_bin):
     words = [max(found, key=len) for text, _uri in json.loads(out.stdout)
              if (found := [t for t in tokens(text) if t.isascii() and t.isalpha() and len(t) >= 5])]
     assert words, "the flushed posts hold no text with a whole word to search for"
-    word = words[0]
+    return words[0]
+
+
+def test_search_finds_flushed_posts(host, proxy, word):
     url = "/search?" + urllib.parse.urlencode({"text": word})
 
     def search():
@@ -124,6 +130,36 @@ def test_search_finds_flushed_posts(host, proxy, flushed, venv_bin):
     # the flushed day's index was read, not skipped (the API once could not take tantivy's reader lock)
     journal = host.run("journalctl -u firehose-api --no-pager -o cat").stdout
     assert "cannot be read" not in journal, [line for line in journal.splitlines() if "cannot be read" in line][:3]
+
+
+def test_the_api_reads_an_archived_day_from_its_index(host, proxy, word, data_dir, env_file):
+    """Index and scan give the same results, so only `meta.days` and the API's metric tell them apart: a search
+    reads the newest flushed day through its index (polled: a flush between renaming its files and committing
+    the index makes that day scanned for a moment, `out_of_sync`), and /metrics counts it."""
+    listing = host.run(f"ls {shlex.quote(data_dir)}/posts").stdout.split()
+    days = sorted(d.removeprefix("date=") for d in listing if re.fullmatch(r"date=\d{4}-\d{2}-\d{2}", d))
+    assert days, f"no date partitions under {data_dir}/posts: {listing}"
+    newest = days[-1]
+    url = "/search?" + urllib.parse.urlencode({"text": word})
+    seen: list = []
+
+    def read_by_index() -> bool:
+        status, _, body = proxy.get(url)
+        seen[:] = [status, json.loads(body).get("meta", {}).get("days") if status == 200 else body[:300]]
+        return status == 200 and {"date": newest, "via": "index"} in seen[1]
+
+    journal = "journalctl -u firehose-api --no-pager -o cat | grep 'instead of reading its index' | tail -5"
+    assert wait_until(read_by_index, timeout=60, interval=2), (
+        f"GET {url} did not read {newest} through its index within 60 s; last answer {seen}; the API's reasons:\n"
+        + host.run(journal).stdout + why(host, "firehose-api"))
+    bind = env_file.get("FIREHOSE_API_BIND", "127.0.0.1:8080")
+    out = host.run(f"curl -fsS --max-time 10 http://{bind}/metrics")
+    assert out.rc == 0, f"GET http://{bind}/metrics on the host: {out.stderr}"
+    counts = {(s.labels["endpoint"], s.labels["via"], s.labels["reason"]): s.value
+              for family in text_string_to_metric_families(out.stdout) if family.name == "firehose_api_search_days"
+              for s in family.samples if s.name == "firehose_api_search_days_total"}
+    assert counts.get(("/search", "index", ""), 0) >= 1, counts
+    assert not counts.get(("/search", "scan", "unreadable")), counts
 
 
 def test_export_streams_csv(host, proxy, flushed):

@@ -78,6 +78,17 @@ def synthetic_events(n: int, seed: int = 3, days: int = 2) -> list[bytes]:
     return out
 
 
+def post_event(text: str, time_us: int, did: str, rkey: str) -> bytes:
+    """A Jetstream create-post event (the golden one, re-dated) with this text, time, author and record key."""
+    template = next(line for line in GOLDEN_LINES if b'"app.bsky.feed.post"' in line
+                    and b'"operation":"create"' in line.replace(b" ", b""))
+    event = orjson.loads(template)
+    event.update(time_us=time_us, did=did)
+    event["commit"]["rkey"] = rkey
+    event["commit"]["record"]["text"] = text
+    return orjson.dumps(event)
+
+
 def append(buffer: Buffer, events: list[bytes], per_entry: int = 100) -> None:
     """Append events the way the ingester does: batches of `per_entry` events, one stream entry each."""
     for start in range(0, len(events), per_entry):

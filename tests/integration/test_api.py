@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -19,9 +20,15 @@ from typing import Any
 
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from firehose import index
 from firehose.api import create_app
+from firehose.buffer import Buffer
+from firehose.catalog import date_of
+from firehose.config import Settings
 from tests.conftest import RedisServer, free_port, start_redis, stop_process, wait_for_port
+from tests.integration.pipeline import post_event
 from tests.unit.test_query import bulk_posts, post, settings_for, write_identity, write_posts
 
 GUNICORN = Path(sys.executable).parent / "gunicorn"
@@ -186,6 +193,51 @@ def _count(server: Server, endpoint: str, status: str) -> float:
         if line.startswith(needle):
             return float(line[len(needle):])
     return 0.0
+
+
+def test_meta_and_metrics_say_how_each_day_was_read(tmp_path: Path, redis_server: RedisServer) -> None:
+    """`meta.days` and `firehose_api_search_days_total`: an indexed day is read from its index, a day whose index
+    is gone is scanned (reason `missing`), posts still in the buffer come from the hot tier, and a search without
+    text scans; counted over both workers, for /search and /export."""
+    data = tmp_path / "data"
+    yesterday, before = NOW_US - 86_400_000_000, NOW_US - 2 * 86_400_000_000
+    write_posts(data, [post("observable yesterday", did="did:plc:alice", time_us=yesterday),
+                       post("observable before", did="did:plc:bob", time_us=before)])
+    index.verify(data)
+    shutil.rmtree(index.day_dir(data, date_of(before)))
+    settings = Settings.from_env({"FIREHOSE_REDIS_URL": redis_server.url, "FIREHOSE_DATA_DIR": str(data)})
+    Buffer.connect(settings).append([post_event("observable now", NOW_US, "did:plc:carol", "3khot0001")], 1)
+    server = start_gunicorn(tmp_path, data, redis_server.url)
+    try:
+        assert _days_read(server) == {}
+        status, body = server.json("/search", text="observable")
+        assert status == 200, body
+        assert [r["text"] for r in body["results"]] == ["observable now", "observable yesterday", "observable before"]
+        assert body["meta"]["days"] == [{"date": date_of(NOW_US), "via": "hot"},
+                                        {"date": date_of(yesterday), "via": "index"},
+                                        {"date": date_of(before), "via": "scan", "reason": "missing"}]
+        status, _, csv_body = server.get("/export", text="observable")
+        assert status == 200 and len(list(csv.DictReader(io.StringIO(csv_body.decode())))) == 3
+        status, body = server.json("/search", limit=3)  # no text: the archive is scanned, no index applies
+        assert status == 200 and len(body["results"]) == 3
+        assert sorted((d["date"], d["via"], d.get("reason")) for d in body["meta"]["days"]) == sorted(
+            [(date_of(NOW_US), "hot", None), (date_of(yesterday), "scan", "no_text"),
+             (date_of(before), "scan", "no_text")])
+        assert _days_read(server) == {
+            ("/search", "hot", ""): 2, ("/search", "index", ""): 1, ("/search", "scan", "missing"): 1,
+            ("/search", "scan", "no_text"): 2,
+            ("/export", "hot", ""): 1, ("/export", "index", ""): 1, ("/export", "scan", "missing"): 1}
+    finally:
+        stop_process(server.proc)
+    assert 1 <= server.log.read_text().count(f"scanning {date_of(before)} instead of reading its index (missing") <= 2
+
+
+def _days_read(server: Server) -> dict[tuple[str, str, str], float]:
+    """firehose_api_search_days_total by (endpoint, via, reason), from /metrics (all workers)."""
+    text = server.get("/metrics")[2].decode()
+    return {(s.labels["endpoint"], s.labels["via"], s.labels["reason"]): s.value
+            for family in text_string_to_metric_families(text) if family.name == "firehose_api_search_days"
+            for s in family.samples if s.name == "firehose_api_search_days_total"}
 
 
 def test_health_without_redis(tmp_path: Path, redis_server: RedisServer) -> None:

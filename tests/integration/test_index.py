@@ -5,10 +5,11 @@ redis-server, real Parquet files and real tantivy indexes."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import shutil
 from pathlib import Path
 
-import orjson
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from firehose import index, storage
@@ -19,9 +20,10 @@ from firehose.filters import Filters
 from firehose.flush import Flusher
 from firehose.matching import needles_of
 from firehose.search import Searcher
+from firehose.sources import DaySource, Sources
 from tests.conftest import RedisServer
-from tests.integration.pipeline import run_stage, stage_env
-from tests.integration.test_flush import GOLDEN_LINES, append, settings_for
+from tests.integration.pipeline import post_event, run_stage, stage_env
+from tests.integration.test_flush import append, settings_for
 from tests.unit.test_query import settings_for as search_settings
 from tests.unit.test_query import write_posts
 
@@ -32,17 +34,8 @@ TEXTS = ["Coffee first, then #coffee", "concatenate cats", "東京都庁に行�
 
 def post_events(texts: list[str], first: int = 0) -> list[bytes]:
     """One create-post event per text, a second apart on DAY, each from its own account."""
-    template = next(orjson.loads(line) for line in GOLDEN_LINES if b'"app.bsky.feed.post"' in line
-                    and b'"operation":"create"' in line.replace(b" ", b""))
-    out = []
-    for i, text in enumerate(texts, start=first):
-        event = orjson.loads(orjson.dumps(template))
-        event["time_us"] = DAY_US + 3_600_000_000 + i * 1_000_000
-        event["did"] = f"did:plc:{i:024d}"
-        event["commit"]["rkey"] = f"3kpost{i:06d}"
-        event["commit"]["record"]["text"] = text
-        out.append(orjson.dumps(event))
-    return out
+    return [post_event(text, DAY_US + 3_600_000_000 + i * 1_000_000, f"did:plc:{i:024d}", f"3kpost{i:06d}")
+            for i, text in enumerate(texts, start=first)]
 
 
 def flushed_texts(redis_server: RedisServer, tmp_path: Path) -> tuple[Settings, Buffer]:
@@ -153,3 +146,46 @@ def test_a_broken_index_never_stops_the_flush(redis_server: RedisServer, tmp_pat
     assert found(searcher, "coffee")[0] == "more coffee"
     assert [(c.rebuilt, c.docs) for c in index.verify(data)] == [(True, len(TEXTS) + 1)]
     assert searcher.day_index(DAY) is not None
+
+
+def test_each_day_says_how_it_was_read_and_a_scan_why(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from tests.unit.test_query import post
+
+    data = tmp_path / "data"
+    days = ["2026-05-20", "2026-05-21", "2026-05-22", "2026-05-23"]
+    write_posts(data, [post(f"coffee on {day}", day, 10) for day in days])
+    index.verify(data)
+    shutil.rmtree(index.day_dir(data, days[2]))  # missing
+    (index.day_dir(data, days[1]) / "meta.json").write_text("not json")  # unreadable (as a lock error would be)
+    write_posts(data, [post("coffee again", days[0], 20)], name="late")  # out of sync: a file the index lacks
+    searcher = Searcher(search_settings(data))
+    needles, _ = needles_of("coffee", ("coffee",), False)
+    caplog.set_level(logging.WARNING, logger="firehose.index")
+    for _ in range(2):  # the reasons are logged once per worker, not per search
+        sources = Sources()
+        page = searcher.search(Filters(needles=needles), 50, None, cap=1000, sources=sources)
+        assert [r["text"] for r in page.rows] == ["coffee on 2026-05-23", "coffee on 2026-05-22",
+                                                  "coffee on 2026-05-21", "coffee again", "coffee on 2026-05-20"]
+        assert sources.days == [DaySource(days[3], "index"), DaySource(days[2], "scan", index.MISSING),
+                                DaySource(days[1], "scan", index.UNREADABLE),
+                                DaySource(days[0], "scan", index.OUT_OF_SYNC)]
+    logged = [r.getMessage() for r in caplog.records if r.name == "firehose.index"]
+    assert len(logged) == 3 and all("instead of reading its index" in m for m in logged), logged
+    assert "cannot be read" in logged[1] and "write access" in logged[1] and days[1] in logged[1]
+    # a search reads only the days it needs (here for its page and one key past it); one without text scans
+    sources = Sources()
+    searcher.search(Filters(needles=needles), 1, None, cap=1000, sources=sources)
+    assert sources.as_json() == [{"date": days[3], "via": "index"},
+                                 {"date": days[2], "via": "scan", "reason": "missing"}]
+    sources = Sources()
+    searcher.search(Filters(), 50, None, cap=1000, sources=sources)
+    assert sorted(d.date for d in sources.days) == days
+    assert {(d.via, d.reason) for d in sources.days} == {("scan", "no_text")}
+    # the export reads the days the same way
+    sources = Sources()
+    assert sum(b.num_rows for b in searcher.export(Filters(needles=needles), 100, sources)) == 5
+    assert [(d.date, d.via) for d in sources.days] == [(days[3], "index"), *((d, "scan") for d in days[2::-1])]
+    index.verify(data)  # what `firehose reindex` runs: every day is read from its index again
+    sources = Sources()
+    searcher.search(Filters(needles=needles), 50, None, cap=1000, sources=sources)
+    assert [(d.date, d.via) for d in sources.days] == [(d, "index") for d in reversed(days)]

@@ -84,6 +84,12 @@ def test_search_shape(app: Any) -> None:
     assert meta["count"] == 2 and meta["cursor"] is None and meta["limit"] == 50 and meta["total_cap"] == 1000
     assert meta["query"]["text"] == "WORLD hello" and meta["query"]["sort"] == "latest"
     assert isinstance(meta["took_ms"], float)
+    # no day has an index here: each one read is scanned, and says so (as the OpenAPI document describes)
+    assert meta["days"] == [{"date": d, "via": "scan", "reason": "missing"} for d in (DAY3, DAY2, DAY1)]
+    schema = get(app, "/openapi.json").json()["components"]["schemas"]
+    assert set(schema["SearchResponse"]["properties"]["meta"]["required"]) <= set(meta)
+    day = schema["DaySource"]["properties"]
+    assert all(d["via"] in day["via"]["enum"] and d["reason"] in day["reason"]["enum"] for d in meta["days"])
 
 
 def test_unknown_did_falls_back_to_the_did(app: Any) -> None:

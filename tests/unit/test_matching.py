@@ -139,7 +139,7 @@ def test_index_and_scan_match_the_rules_on_thousands_of_queries(corpus: tuple[Pa
     pre-filter followed by `matching.matches` (what `Searcher` runs over unindexed days and the hot tier)."""
     indexed, scanned, rows = corpus
     searchers = [tantivy_searcher for d in (DAY1, DAY2)
-                 if (tantivy_searcher := index.Indexes(indexed).searcher(d, index.parquet_rows(indexed, d)))]
+                 if (tantivy_searcher := index.Indexes(indexed).lookup(d, index.parquet_rows(indexed, d)).searcher)]
     assert len(searchers) == 2
     files = [str(f) for d in (DAY1, DAY2) for f in storage.partition_files(scanned, "posts", d)]
     con = duckdb.connect(config={"threads": 1})
@@ -253,7 +253,7 @@ def test_index_rounds_cut_at_a_time_keep_every_match_at_that_time(corpus: tuple[
     for latest in (True, False):
         got: list[tuple[int, int]] = []
         for day in (DAY1, DAY2):
-            searcher = index.Indexes(indexed).searcher(day, index.parquet_rows(indexed, day))
+            searcher = index.Indexes(indexed).lookup(day, index.parquet_rows(indexed, day)).searcher
             low, high = 0, OPEN_END
             while True:
                 hits, complete = index.matching_posts(searcher, needles, low, high, 3, latest=latest)
