@@ -113,7 +113,7 @@ def child_pid(stack: DevStack, marker: str) -> int | None:
 def events_in(stack: DevStack) -> int:
     """Events the ingester has buffered so far (-1 while Redis is away)."""
     try:
-        return int(redis.Redis(port=stack.redis).hget("firehose:cursor", "events_in") or 0)
+        return int(redis.Redis(host="127.0.0.1", port=stack.redis).hget("firehose:cursor", "events_in") or 0)
     except redis.ConnectionError:
         return -1
 
@@ -144,7 +144,7 @@ def test_dev_stack_runs_end_to_end_and_stops_cleanly(tmp_path: Path) -> None:
                                "--appendonly", "yes"], stdout=subprocess.DEVNULL)
     try:
         wait_until(lambda: events_in(stack) >= 0, what="redis-server with the dev stack's files")
-        client = redis.Redis(port=stack.redis)
+        client = redis.Redis(host="127.0.0.1", port=stack.redis)
         [group] = client.xinfo_groups("firehose:events")
         assert group["lag"] == 0 and group["pending"] == 0
         written = int(client.hget("firehose:cursor", "time_us"))
