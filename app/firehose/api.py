@@ -24,17 +24,17 @@ from typing import Any
 
 import bottle
 import orjson
-import pyarrow as pa
 import redis
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 from firehose.config import ConfigError, Settings
-from firehose.csv_export import csv_header, csv_rows
+from firehose.csv_export import csv_header, csv_rows, truncation_row
+from firehose.export import ExportStream
 from firehose.hot import HotTier
 from firehose.identity import IdentityResolver
 from firehose.limits import Client, Lease, Limiter, Refused, client_of
 from firehose.openapi import JSON_TYPE, openapi_document
-from firehose.params import BadParameter, CursorCodec, parse_search
+from firehose.params import BadParameter, CursorCodec, SearchQuery, parse_search
 from firehose.search import QueryTimeout, Searcher
 from firehose.sources import SCAN_REASONS, VIA, Sources
 
@@ -67,6 +67,9 @@ class Metrics:
         self.days = Counter("firehose_api_search_days", f"Days read by /search and /export, by endpoint, how (via: "
                             f"{', '.join(VIA)}) and why a day was scanned (reason: {', '.join(SCAN_REASONS)}; empty "
                             "otherwise).", ["endpoint", "via", "reason"], registry=reg)
+        self.exports = Counter("firehose_api_exports", "Exports streamed, by how they ended: complete, cut by "
+                               "limit, timeout or error (a truncation row written), or aborted by the client.",
+                               ["outcome"], registry=reg)
 
     def count_days(self, endpoint: str, sources: Sources) -> None:
         """Count the days one request read."""
@@ -259,9 +262,7 @@ class Api:
         sources = Sources()
         try:
             filters, _ = self.searcher.filters(query, self.did_for)
-            batches: Iterator[pa.RecordBatch] = iter(())
-            if filters is not None:
-                batches = self.searcher.export(filters, query.limit, sources)
+            stream = self.searcher.export(filters, query.limit, sources) if filters is not None else None
         except BaseException:
             self.limits.release(lease)
             self.metrics.count_days("/export", sources)
@@ -269,33 +270,45 @@ class Api:
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
         headers = self.headers("text/csv; charset=utf-8")
         headers["Content-Disposition"] = f'attachment; filename="bluesky-posts-{stamp}.csv"'
-        return bottle.HTTPResponse(self._csv(batches, raw=query.raw, lease=lease, sources=sources), 200, headers)
+        return bottle.HTTPResponse(self._csv(stream, query, lease=lease, sources=sources), 200, headers)
 
     def did_for(self, value: str) -> str | None:
         """The DID of a handle (or DID) typed into a filter, resolved within FILTER_WAIT_SECONDS."""
         return self.book.did_for(value, time.monotonic() + min(FILTER_WAIT_SECONDS, self.settings.api_query_timeout))
 
-    def _csv(self, batches: Iterator[pa.RecordBatch], *, raw: bool, lease: Lease | None,
+    def _csv(self, stream: ExportStream | None, query: SearchQuery, *, lease: Lease | None,
              sources: Sources) -> Iterator[bytes]:
-        """CSV bytes: a header row, then each batch written by pyarrow (quoted where needed); unless `raw`, cells
-        that a spreadsheet would run as a formula are neutralised (`csv_export.neutralise`). The export slot `lease`
-        is given back, and the days the export read (`sources`) counted, when the stream ends (Bottle starts the
-        generator at once, so the `finally` always runs)."""
+        """CSV bytes: a header row, then each batch of `stream` (None: nothing matches) written by pyarrow (quoted
+        where needed); unless `query.raw`, cells that a spreadsheet would run as a formula are neutralised
+        (`csv_export.neutralise`). An export that ends early ends with `csv_export.truncation_row`. The export slot
+        `lease` is given back, and the days the export read (`sources`) counted, when the stream ends (Bottle starts
+        the generator at once, so the `finally` always runs)."""
         yield csv_header()
+        rows, last_time_us, outcome = 0, None, "aborted"  # stays aborted if the client goes away mid-stream
         try:
-            for batch in batches:
-                dids = batch.column("did").to_pylist()
-                handles = self.book.handles(dids, time.monotonic() + DISPLAY_WAIT_SECONDS)
-                self.metrics.export_rows.inc(batch.num_rows)
-                yield csv_rows(batch, [handles.get(d, d) for d in dids], raw=raw)
-        except Exception:
-            log.exception("export stream failed after the response started; the CSV is truncated")
-            self.metrics.query_errors.labels("/export", "internal").inc()
+            cut = None
+            try:
+                for batch in stream or ():
+                    dids = batch.column("did").to_pylist()
+                    handles = self.book.handles(dids, time.monotonic() + DISPLAY_WAIT_SECONDS)
+                    self.metrics.export_rows.inc(batch.num_rows)
+                    yield csv_rows(batch, [handles.get(d, d) for d in dids], raw=query.raw)
+                    rows, last_time_us = rows + batch.num_rows, batch.column("time_us")[-1].as_py()
+                cut = stream.cut if stream else None
+            except Exception:
+                log.exception("export stream failed after the response started and %d rows; the CSV ends with a "
+                              "truncation row", rows)
+                self.metrics.query_errors.labels("/export", "internal").inc()
+                cut = "error"
+            outcome = cut or "complete"
+            if cut:
+                yield truncation_row(cut, rows=rows, last_time_us=last_time_us, sort=query.sort, limit=query.limit,
+                                     settings=self.settings)
         finally:
+            self.metrics.exports.labels(outcome).inc()
             self.limits.release(lease)
-            close = getattr(batches, "close", None)
-            if close:
-                close()
+            if stream is not None:
+                stream.close()
             self.metrics.count_days("/export", sources)
 
     # --- operations

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from typing import Any
 
 import duckdb
@@ -25,26 +26,41 @@ def scalar(cur: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> Any:
 
 
 class Watchdog:
-    """Cancels whatever `con` runs once `seconds` have passed, until the watchdog is closed."""
+    """Cancels whatever `con` runs once `seconds` have passed, until the watchdog is closed. `fired` is true once
+    the budget is spent: it reads the clock as well as the timer, so a check between two statements sees a spent
+    budget at once, whenever the timer thread gets to run."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, seconds: float) -> None:
         self._con = con
         self._lock = threading.Lock()
         self._active = True
-        self.fired = False
+        self._fired = False
+        self._deadline = time.monotonic() + seconds
         self._timer = threading.Timer(seconds, self._fire)
         self._timer.daemon = True
         self._timer.start()
 
+    @property
+    def fired(self) -> bool:
+        """The budget ran out while the watchdog was armed (the running statement may have been cut short)."""
+        with self._lock:
+            self._note_deadline()
+            return self._fired
+
+    def _note_deadline(self) -> None:
+        if self._active and time.monotonic() >= self._deadline:
+            self._fired = True
+
     def _fire(self) -> None:
         with self._lock:
             if self._active:
-                self.fired = True
+                self._fired = True
                 self._con.interrupt()
 
     def close(self) -> None:
         """Disarm: after this returns the timer never interrupts the connection."""
         with self._lock:
+            self._note_deadline()
             self._active = False
         self._timer.cancel()
 

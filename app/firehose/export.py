@@ -2,14 +2,16 @@
 
 The archive is read window by window (or day by day through a day's index for text), merged with the hot tier's
 matches (`serving.Merger`), with the hiding rules applied to every batch. The first batch is computed under the
-query budget (so the API can still answer with a status); the rest streams under the export budget.
+query budget (so the API can still answer with a status); the rest streams under the export budget. One row more
+than asked for is read, so an `ExportStream` knows whether its row cap cut the result or the result fits.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Generator, Iterator
-from typing import Any
+from typing import Any, Literal
 
 import duckdb
 import pyarrow as pa
@@ -35,6 +37,58 @@ from firehose.sources import Sources
 log = logging.getLogger(__name__)
 
 
+CutReason = Literal["limit", "timeout", "error"]
+
+
+class ExportStream:
+    """The record batches of one export in sort order, to be iterated once. When the iteration has ended, `cut`
+    says why it ended before every match was streamed: "limit" (more posts match than the export's `max_rows`),
+    "timeout" (it streamed for FIREHOSE_API_EXPORT_TIMEOUT), "error" (a query failed; logged); None when every
+    match was streamed. It arms the export's watchdog when the iteration starts."""
+
+    def __init__(self, cur: duckdb.DuckDBPyConnection, first: pa.RecordBatch | None,
+                 batches: Generator[pa.RecordBatch, None, None], dogs: list[Watchdog], *, max_rows: int,
+                 timeout: float) -> None:
+        self.cut: CutReason | None = None
+        self._batches = batches
+        self._stream = self._run(cur, first, dogs, max_rows, timeout)
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        return self._stream
+
+    def close(self) -> None:
+        """Stop the export and give its cursor back (also when it was never iterated)."""
+        self._stream.close()
+        self._batches.close()
+
+    def _run(self, cur: duckdb.DuckDBPyConnection, first: pa.RecordBatch | None, dogs: list[Watchdog],
+             max_rows: int, timeout: float) -> Generator[pa.RecordBatch, None, None]:
+        """Up to `max_rows` rows of `first` and the batches after it; `batches` is asked for one row more, so a
+        row past `max_rows` tells a cut result from one that fits exactly."""
+        dogs[0] = Watchdog(cur, timeout)  # armed only once the stream really starts
+        left = max_rows
+        try:
+            for batch in itertools.chain([first] if first is not None else [], self._batches):
+                if batch.num_rows > left:
+                    if left:
+                        yield batch.slice(0, left)
+                    self.cut = "limit"
+                    return
+                left -= batch.num_rows
+                yield batch
+        except (duckdb.InterruptException, BudgetSpent):
+            self.cut = "timeout"
+            log.warning("export cut off after %g s (FIREHOSE_API_EXPORT_TIMEOUT) and %d rows; the CSV ends with "
+                        "a truncation row", timeout, max_rows - left)
+        except duckdb.Error:
+            self.cut = "error"
+            log.exception("export failed after the response started and %d rows; the CSV ends with a truncation "
+                          "row", max_rows - left)
+        finally:
+            dogs[0].close()
+            self._batches.close()
+
+
 class Exporter:
     """One export over a `Searcher`'s tiers; the days it reads, and how, go into `sources`."""
 
@@ -42,14 +96,14 @@ class Exporter:
         self.searcher = searcher
         self.sources = sources
 
-    def export(self, filters: Filters, max_rows: int) -> Iterator[pa.RecordBatch]:
-        """Record batches (EXPORT_COLUMNS minus username, plus time_us) of up to `max_rows` matches in sort order.
-        The first batch is computed before this returns, under `api_query_timeout` (QueryTimeout and DuckDB errors
-        surface here, so the API can still answer with a status); the rest streams under `api_export_timeout`,
-        after which the stream just ends (logged)."""
+    def export(self, filters: Filters, max_rows: int) -> ExportStream:
+        """Record batches (EXPORT_COLUMNS minus username, plus time_us) of up to `max_rows` matches in sort order,
+        and once they are read, why they ended early if they did (`ExportStream.cut`). The first batch is
+        computed before this returns, under `api_query_timeout` (QueryTimeout and DuckDB errors surface here, so
+        the API can still answer with a status); the rest streams under `api_export_timeout`."""
         cur = self.searcher.db.cursor("query")
         dogs = [Watchdog(cur, self.searcher.settings.api_query_timeout)]
-        batches = self._export_batches(cur, self.searcher.view(), filters, max_rows, dogs)
+        batches = self._export_batches(cur, self.searcher.view(), filters, max_rows + 1, dogs)
         try:
             first = next(batches, None)
         except (duckdb.InterruptException, BudgetSpent) as exc:
@@ -59,24 +113,8 @@ class Exporter:
                                "narrow the filters (dates, author, words)") from exc
         finally:
             dogs[0].close()
-        return self._stream(cur, first, batches, dogs)
-
-    def _stream(self, cur: duckdb.DuckDBPyConnection, first: pa.RecordBatch | None,
-                batches: Generator[pa.RecordBatch, None, None], dogs: list[Watchdog]) -> Iterator[pa.RecordBatch]:
-        dogs[0] = Watchdog(cur, self.searcher.settings.api_export_timeout)  # armed only once the stream really starts
-        try:
-            if first is None:
-                return
-            yield first
-            yield from batches
-        except (duckdb.InterruptException, BudgetSpent):
-            log.warning("export cut off after %s s (FIREHOSE_API_EXPORT_TIMEOUT)",
-                        self.searcher.settings.api_export_timeout)
-        except duckdb.Error:
-            log.exception("export failed after the response started; the CSV is truncated")
-        finally:
-            dogs[0].close()
-            batches.close()
+        return ExportStream(cur, first, batches, dogs, max_rows=max_rows,
+                            timeout=self.searcher.settings.api_export_timeout)
 
     def _export_batches(self, cur: duckdb.DuckDBPyConnection, view: View, filters: Filters, max_rows: int,
                         dogs: list[Watchdog]) -> Generator[pa.RecordBatch, None, None]:
@@ -166,8 +204,8 @@ class Exporter:
                 sql = (f"SELECT {EXPORT_SELECT} FROM read_parquet(?, hive_partitioning = false) WHERE time_us >= ? "
                        f"AND time_us < ? AND {where} ORDER BY {order_by(filters.query.sort)} LIMIT ?")
                 asked, got = overfetch(left), 0
-                for batch in cur.sql(sql, params=[files, low, high, *params, asked]).to_arrow_reader(
-                        EXPORT_BATCH_ROWS):
+                reader = cur.sql(sql, params=[files, low, high, *params, asked]).to_arrow_reader(EXPORT_BATCH_ROWS)
+                for batch in _read(reader, dogs):
                     if not batch.num_rows:
                         continue
                     got += batch.num_rows
@@ -183,3 +221,18 @@ class Exporter:
             if left <= 0:
                 return
 
+
+
+def _read(reader: pa.RecordBatchReader, dogs: list[Watchdog]) -> Iterator[pa.RecordBatch]:
+    """The batches of `reader`; an interrupt by the watchdog in charge is BudgetSpent (pyarrow's reader reports
+    DuckDB's interrupt as an OSError, not as duckdb.InterruptException)."""
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            return
+        except OSError as exc:
+            if dogs[0].fired:
+                raise BudgetSpent from exc
+            raise
+        yield batch

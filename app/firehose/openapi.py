@@ -48,7 +48,13 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 "summary": "The same search as CSV (header row, then one row per post)",
                 "parameters": openapi_parameters(settings, export=True),
                 "responses": {"200": {"description": "CSV attachment (Content-Disposition: attachment; "
-                                      "filename=\"bluesky-posts-<UTC time>.csv\"); lists are JSON arrays",
+                                      "filename=\"bluesky-posts-<UTC time>.csv\"); lists are JSON arrays. A "
+                                      "complete export is the header and the data rows. One cut short (more matches "
+                                      "than limit, FIREHOSE_API_EXPORT_TIMEOUT reached, a server error) ends with "
+                                      "one more row of the header's width whose first cell reads \"# truncated: "
+                                      "<timeout|limit|error> ...; <n> rows; resume with <end|start>=<time> ...\" "
+                                      "(a data row's first cell is always a time); no HTTP trailer is sent. See "
+                                      "docs/api.md, Export.",
                                       "content": {"text/csv": {"schema": {"type": "string"}}}},
                               "400": error, "401": error, "403": error, "429": error, "500": error,
                               "504": error},

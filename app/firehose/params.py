@@ -107,7 +107,9 @@ PARAMETERS: tuple[Parameter, ...] = (
               f"match, at most {MAX_TAGS}).", {"type": "string", "maxLength": MAX_TAG_LENGTH}, repeat=True),
     Parameter(("sort",), "sort", "Order by event time: latest (newest first) or oldest. 'top' is not supported "
               "(400).", {"type": "string", "enum": list(SORTS), "default": "latest"}),
-    Parameter(("limit",), "limit", "Rows per page.", _limit_schema, export_description="Most rows in the file."),
+    Parameter(("limit",), "limit", "Rows per page.", _limit_schema,
+              export_description="Most rows in the file; when more posts match, the file ends with a truncation row "
+              "(see the 200 response)."),
     Parameter(("cursor",), "cursor", "meta.cursor of the previous page (opaque, signed).", {"type": "string"},
               export=False),
     Parameter(("raw",), "raw", "Cells exactly as posted. By default a cell starting with =, +, -, @, TAB or CR gets "

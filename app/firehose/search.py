@@ -29,7 +29,7 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
@@ -46,6 +46,9 @@ from firehose.matching import Needle, matches, needles_of
 from firehose.params import EPOCH, Position, SearchQuery
 from firehose.serving import HOT_VIEW, View, hot_view
 from firehose.sources import INDEX, SCAN, Sources
+
+if TYPE_CHECKING:
+    from firehose.export import ExportStream  # export builds on this module
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +91,8 @@ class Page:
     next_position: Position | None = None
 
 
-def _iso(time_us: int) -> str:
+def utc_timestamp(time_us: int) -> str:
+    """A result's `timestamp`: unix microseconds as ISO 8601 UTC with microseconds (as EXPORT_SELECT writes it)."""
     return (EPOCH + dt.timedelta(microseconds=time_us)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -411,14 +415,14 @@ class Searcher:
     @staticmethod
     def _row(values: tuple[Any, ...]) -> dict[str, Any]:
         row = dict(zip(RESULT_COLUMNS, values, strict=True))
-        row["timestamp"] = _iso(row["time_us"])
+        row["timestamp"] = utc_timestamp(row["time_us"])
         return row
 
     # --- export
 
-    def export(self, filters: Filters, max_rows: int, sources: Sources | None = None) -> Iterator[pa.RecordBatch]:
-        """Record batches of up to `max_rows` matches in sort order (see `export.Exporter.export`); the days read
-        go into `sources` as the stream reads them."""
+    def export(self, filters: Filters, max_rows: int, sources: Sources | None = None) -> ExportStream:
+        """Record batches of up to `max_rows` matches in sort order, and why they ended early if they did (see
+        `export.Exporter.export`); the days read go into `sources` as the stream reads them."""
         from firehose.export import Exporter  # export builds on this module
 
         return Exporter(self, sources if sources is not None else Sources()).export(filters, max_rows)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -139,12 +140,109 @@ def test_export(stack: tuple[Server, RedisServer, Path]) -> None:
     assert status == 200 and headers["content-type"] == "text/csv; charset=utf-8"
     assert headers["content-disposition"].startswith('attachment; filename="bluesky-posts-')
     assert headers["content-disposition"].endswith('.csv"')
-    rows = list(csv.DictReader(io.StringIO(body.decode())))
-    assert len(rows) == 304
+    rows, mark = parsed_export(body)
+    assert len(rows) == 304 and mark is None  # complete: the data rows, nothing after them
     assert rows[0]["text"] == "Привет мир 日本 🦋" and rows[0]["username"] == "alice.test"
     assert rows[1]["text"] == 'a "quoted", multi\nline text'
-    status, _, body = server.get("/export", text="filler", limit=10)
-    assert len(list(csv.DictReader(io.StringIO(body.decode())))) == 10
+
+
+# A script's view of /export's truncation row (docs/api.md): the last row, first cell "# truncated: <why>; <n> rows;
+# resume with end=<time> ..." (start= for sort=oldest); a complete export has none.
+TRUNCATION = re.compile(r"# truncated: (?P<why>timeout|limit|error)\b[^;]*; (?P<rows>\d+) rows; "
+                        r"resume with (?P<name>end|start)=(?P<when>\S+) ")
+
+
+def export_rows(server: Server, **params: Any) -> tuple[list[dict[str, str]], re.Match[str] | None]:
+    """An export's data rows and its truncation row's match, if it has one (see `parsed_export`)."""
+    status, _, body = server.get("/export", **params)
+    assert status == 200, body[:300]
+    return parsed_export(body)
+
+
+def parsed_export(body: bytes) -> tuple[list[dict[str, str]], re.Match[str] | None]:
+    """The data rows of an export's CSV (csv module, as a script reads it) and its truncation row's match, if it
+    has one; every row of the file has the header's width."""
+    rows = list(csv.reader(io.StringIO(body.decode(), newline="")))
+    header, data = rows[0], rows[1:]
+    assert all(len(r) == len(header) for r in data)
+    marked = [i for i, r in enumerate(data) if r[0].startswith("#")]
+    assert marked in ([], [len(data) - 1]), "only the last row may be a truncation row"
+    mark = None
+    if marked:
+        mark = TRUNCATION.match(data.pop()[0])
+        assert mark is not None and int(mark["rows"]) == len(data), rows[-1][0]
+    return [dict(zip(header, r, strict=True)) for r in data], mark
+
+
+def test_export_says_when_its_limit_cut_it(stack: tuple[Server, RedisServer, Path]) -> None:
+    server = stack[0]
+    rows, mark = export_rows(server, text="filler", limit=10)
+    assert len(rows) == 10 and mark is not None and mark["why"] == "limit" and mark["name"] == "end"
+    assert "limit of 10 rows reached and more posts match (the request's limit)" in mark.string
+    for limit in (300, 301):  # exactly every match, and room for one more: complete, no truncation row
+        rows, mark = export_rows(server, text="filler", limit=limit)
+        assert len(rows) == 300 and mark is None
+
+
+@pytest.fixture(scope="module")
+def cut_stack(stack: tuple[Server, RedisServer, Path], tmp_path_factory: pytest.TempPathFactory
+              ) -> Iterator[tuple[Server, Server, set[str]]]:
+    """Three days of 100 "filler" posts each (pairs share a time) and two servers over them: one whose exports
+    are cut off at once (FIREHOSE_API_EXPORT_TIMEOUT of 1 µs: the stream stops at the first check after the
+    first day), one with FIREHOSE_API_EXPORT_MAX_ROWS=250; and the URIs of every matching post."""
+    tmp = tmp_path_factory.mktemp("cut")
+    data = tmp / "data"
+    for day in ("2024-02-01", "2024-02-02", "2024-02-03"):
+        bulk_posts(data, day, 100, name=f"b{day[-2:]}")
+    tricky = [post("# truncated: timeout; 1 rows; not a marker filler", date="2024-02-03", seconds=7200),
+              post("=1+1 filler", date="2024-02-03", seconds=7201)]
+    write_posts(data, tricky)
+    uris = {f"at://did:plc:bulk/app.bsky.feed.post/b{d}{i:07d}" for d in ("01", "02", "03") for i in range(100)}
+    uris |= {p["uri"] for p in tricky}
+    redis_url = stack[1].url
+    cutting = start_gunicorn(tmp, data, redis_url, FIREHOSE_API_WORKERS="1", FIREHOSE_API_EXPORT_TIMEOUT="0.000001")
+    capped = start_gunicorn(tmp, data, redis_url, FIREHOSE_API_WORKERS="1", FIREHOSE_API_EXPORT_MAX_ROWS="250")
+    try:
+        yield cutting, capped, uris
+    finally:
+        stop_process(cutting.proc)
+        stop_process(capped.proc)
+
+
+def test_an_export_cut_by_its_timeout_says_so_and_where_to_resume(cut_stack: tuple[Server, Server, set[str]]
+                                                                   ) -> None:
+    cutting, capped, uris = cut_stack
+    rows, mark = export_rows(cutting, text="filler")
+    assert mark is not None and mark["why"] == "timeout" and mark["name"] == "end", rows[-1]
+    assert "timeout after 1e-06 s (FIREHOSE_API_EXPORT_TIMEOUT)" in mark.string
+    assert len(rows) == 102 and {r["timestamp"][:10] for r in rows} == {"2024-02-03"}  # the newest day, then cut
+    assert next(r["text"] for r in rows if r["text"].startswith("'=")) == "'=1+1 filler"  # still neutralised
+    assert any(r["text"].startswith("# truncated") for r in rows)  # a post's text is data, not a marker
+    # the resume point loses nothing: the rest, from a server with time to finish, completes the set
+    rest, end = export_rows(capped, text="filler", end=mark["when"])
+    assert end is None and rest[0]["timestamp"] == rows[-1]["timestamp"]  # the last row's time comes again
+    assert {r["uri"] for r in rows} | {r["uri"] for r in rest} == uris
+    repeated = {r["uri"] for r in rows} & {r["uri"] for r in rest}
+    assert repeated == {r["uri"] for r in rows if r["timestamp"] == rows[-1]["timestamp"]}
+    raw, mark = export_rows(cutting, text="filler", raw="true")  # raw=true: the same marker, exact cells
+    assert mark is not None and mark["why"] == "timeout" and "=1+1 filler" in {r["text"] for r in raw}
+    metrics = cutting.get("/metrics")[2].decode()
+    assert 'firehose_api_exports_total{outcome="timeout"} 2.0' in metrics
+
+
+def test_an_export_cut_by_the_row_cap_says_so(cut_stack: tuple[Server, Server, set[str]]) -> None:
+    capped, uris = cut_stack[1], cut_stack[2]
+    for sort, name in (("latest", "end"), ("oldest", "start")):
+        rows, mark = export_rows(capped, text="filler", sort=sort)
+        assert len(rows) == 250 and mark is not None and mark["why"] == "limit" and mark["name"] == name
+        assert "(FIREHOSE_API_EXPORT_MAX_ROWS: the most one export returns)" in mark.string
+        rest, end = export_rows(capped, text="filler", sort=sort, **{name: mark["when"]})
+        assert end is None and {r["uri"] for r in rows} | {r["uri"] for r in rest} == uris
+    rows, mark = export_rows(capped, text="filler", start="2024-02-02")  # 202 posts fit: complete
+    assert len(rows) == 202 and mark is None
+    metrics = capped.get("/metrics")[2].decode()
+    assert 'firehose_api_exports_total{outcome="limit"} 2.0' in metrics
+    assert 'firehose_api_exports_total{outcome="complete"}' in metrics
 
 
 def test_errors(stack: tuple[Server, RedisServer, Path]) -> None:

