@@ -11,8 +11,8 @@ import orjson
 from firehose.buffer import Buffer
 from firehose.config import Settings
 from firehose.schema import route
-from firehose.simulator.clock import Profile
-from firehose.simulator.generator import EventGenerator
+from firehose.simulator.options import SimulatorOptions
+from firehose.simulator.sources import GeneratedSource, build_source
 from tests.conftest import GOLDEN, RedisServer, free_port, stop_process, wait_for_port
 from tests.integration.pipeline import CLI, all_rows, run_stage, stage_env
 
@@ -71,6 +71,8 @@ def test_generated_events_are_stored_exactly_once(redis_server: RedisServer, tmp
     settings = Settings.from_env({"FIREHOSE_REDIS_URL": redis_server.url})
     assert Buffer.connect(settings).unflushed_events() == 0
     assert int(redis_server.client().hget("firehose:cursor", "events_in")) == 20000  # replays never appended
-    generator = EventGenerator(seed=5, start_us=1_779_667_200_000_000, profile=Profile())
+    source = build_source(SimulatorOptions(seed=5, rate=0, start=DAY, events=20000))  # as the simulator built it
+    assert isinstance(source, GeneratedSource)
+    generator = source.generator
     wanted = {orjson.loads(generator.event_json(i))["time_us"] for i in range(20000)}
     assert {r["time_us"] for rs in all_rows(data).values() for r in rs} == wanted

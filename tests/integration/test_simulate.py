@@ -338,7 +338,7 @@ def test_cli_serves_and_stops_on_sigterm() -> None:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "firehose.cli", "simulate", "--port", str(port), "--rate", "0", "--start", DAY,
-         "--events", "50", "--seed", "3"],
+         "--events", "50", "--seed", "3", "--profile", "seed"],
         stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -346,7 +346,7 @@ def test_cli_serves_and_stops_on_sigterm() -> None:
         with connect(f"ws://127.0.0.1:{port}/subscribe?cursor=1", compression=None, open_timeout=WAIT) as ws:
             got = receive(ws, 50)
             assert receive(ws, idle=0.3) == []
-        gen = EventGenerator(seed=3, start_us=1_779_667_200_000_000)
+        gen = EventGenerator(seed=3, start_us=1_779_667_200_000_000)  # the seed profile: the stream of old
         assert got == [gen.event_json(i) for i in range(50)]
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=10)
@@ -376,8 +376,9 @@ def test_plc_directory_serves_the_handles_of_simulated_accounts(shared_sim: Simu
 
 @pytest.fixture(scope="module")
 def identity_sim() -> Iterator[SimulatorThread]:
-    """A simulator with its handle DNS server on a free port; 10k events with the default identity handle share."""
-    with simulator(start=DAY, rate=0, events=10_000, seed=6, dns_port=0) as sim:
+    """A simulator with its handle DNS server on a free port; 10k events with the default identity handle share
+    (of the seed profile, whose mix has 1% identity events: enough of them to check the share)."""
+    with simulator(start=DAY, rate=0, events=10_000, seed=6, dns_port=0, profile="seed") as sim:
         yield sim
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from firehose.schema import COLLECTION_TABLES, TABLE_NAMES
 from firehose.simulator.generator import EventGenerator
-from firehose.simulator.mix import MIX, WINDOW, Kind
+from firehose.simulator.mix import WINDOW, Kind
 
 
 def table_of(kind: Kind) -> str:
@@ -45,7 +45,7 @@ def expected_rows(generator: EventGenerator, start: int, stop: int) -> dict[str,
     else:
         for i in range(start, first_full * WINDOW):
             counts[table_of(generator.kind_of(i))] += 1
-        for kind in MIX:
+        for kind in generator.mix:
             counts[table_of(kind)] += kind.per_mille * (last_full - first_full)
         for i in range(last_full * WINDOW, stop):
             counts[table_of(generator.kind_of(i))] += 1

@@ -5,7 +5,7 @@ A week at scale 1 is 56.7M events and a month 243M, more than the websocket path
 reasonable time, so these runs skip the websocket, the ingester and Redis and use the flush's own code from the
 stream entry onwards:
 
-1. the generator (the simulator's, same seed/profile/diurnal curve) makes the events of one simulated day,
+1. the generator (the simulator's, same seed, network profile and diurnal curve) makes the events of one day,
    serialised exactly as the simulator sends them, `flush_chunk` events at a time;
 2. each chunk becomes stream-like entries `(id, json)` and goes through `flush.build_tables` (decode, dedupe,
    route into TableBatch columns, Arrow tables per (table, date)) and `storage.write_parquet` (zstd, the
@@ -45,8 +45,9 @@ from firehose import index, storage
 from firehose.compact import Compactor
 from firehose.config import Settings
 from firehose.flush import build_tables, file_name
-from firehose.simulator.clock import EVENTS_PER_DAY, Profile, parse_time
+from firehose.simulator.clock import parse_time
 from firehose.simulator.generator import EventGenerator
+from firehose.simulator.profiles import NetworkProfile, profile_named
 from tests.validation import probe
 from tests.validation.accounting import Accounting, expected_rows
 from tests.validation.day import Say
@@ -54,6 +55,7 @@ from tests.validation.local import LocalApi, base_env
 from tests.validation.procs import Processes
 from tests.validation.queries import RANGES, build_suite, run_suite
 from tests.validation.report import RunResult, this_machine
+from tests.validation.simulator import profile_params
 
 BULK_PATH = (
     "Generated straight into the flush's writer on this machine (the week/month path): the simulator's generator "
@@ -112,7 +114,7 @@ def write_day(task: dict[str, Any]) -> dict[str, Any]:
     """Generate one day's events into Parquet through the flush's writer (runs in a worker process)."""
     settings = Settings.from_env({"FIREHOSE_DATA_DIR": task["data_dir"]})
     data_dir = settings.data_dir
-    generator = EventGenerator(task["seed"], task["start_us"], Profile(rate=task["rate"], diurnal=True))
+    generator = bulk_generator(profile_named(task["profile"]), task["seed"], task["start_us"], task["rate"])
     lo, hi, chunk = task["lo"], task["hi"], settings.flush_chunk
     raw_bytes, duplicates, rows, batches = 0, 0, Counter(), []
     dumps = orjson.dumps
@@ -207,20 +209,27 @@ def index_figures(data_dir: Path, compacted: list[dict[str, Any]], days: int, sc
             "scale": scale, "days": days}
 
 
+def bulk_generator(network: NetworkProfile, seed: int, start_us: int, rate: float) -> EventGenerator:
+    """The generator of a week, month or history run: the profile's events at `rate`, on its diurnal curve."""
+    return EventGenerator(seed, start_us, network.timing(rate, diurnal=True), network=network)
+
+
 def plan(args: argparse.Namespace, days: int, data_dir: Path) -> tuple[EventGenerator, list[dict[str, Any]]]:
     """The run's generator and its per-day tasks for `write_day` (a day with no event has none)."""
-    total = max(1000, round(EVENTS_PER_DAY * days * args.scale))
+    network = profile_named(args.profile)
+    total = max(1000, round(network.events_per_day * days * args.scale))
     start_us = parse_time(args.start)
     rate = total / (days * 86_400)
-    generator = EventGenerator(args.seed, start_us, Profile(rate=rate, diurnal=True))
+    generator = bulk_generator(network, args.seed, start_us, rate)
     bounds = day_bounds(generator, start_us, days, total)
     return generator, [{"day": d, "lo": lo, "hi": hi, "seed": args.seed, "start_us": start_us, "rate": rate,
-                        "data_dir": str(data_dir)} for d, (lo, hi) in enumerate(bounds) if hi > lo]
+                        "profile": network.name, "data_dir": str(data_dir)}
+                       for d, (lo, hi) in enumerate(bounds) if hi > lo]
 
 
 def run_params(args: argparse.Namespace, days: int) -> dict[str, Any]:
     """What must not change between a run and its resumption."""
-    return {"days": days, "scale": args.scale, "seed": args.seed, "start": args.start}
+    return {"days": days, "scale": args.scale, "seed": args.seed, "start": args.start, "profile": args.profile}
 
 
 def run_bulk(args: argparse.Namespace, days: int, logs: Path, work: Path, say: Say) -> RunResult:
@@ -265,8 +274,8 @@ def run_bulk(args: argparse.Namespace, days: int, logs: Path, work: Path, say: S
     batches = [b for r in done for b in r["batches"]]
     per_day = {dt.datetime.fromtimestamp((start_us + r["day"] * 86_400_000_000) / 1e6, tz=dt.UTC).strftime(
         "%m-%d"): r["events"] / r["seconds"] for r in done}
-    params = {"scale": args.scale, "days": days, "events (target)": total, "simulated start": args.start,
-              "seed": args.seed, "diurnal": "sine, peak/trough 1.6, peak 15:00 UTC", "workers": workers,
+    params = {"scale": args.scale, "days": days, "events (target)": total, **profile_params(args.profile),
+              "simulated start": args.start, "seed": args.seed, "workers": workers,
               "batch (flush_chunk)": Settings().flush_chunk, "warm reps": args.warm_reps,
               "cold reps": args.cold_reps, "analytics reps (max)": args.analytics_reps,
               "days searched": ", ".join(map(str, ranges))}

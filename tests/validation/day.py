@@ -2,8 +2,9 @@
 
 The same orchestration drives both targets (`local.LocalDayTarget`, `host.HostDayTarget`):
 
-1. the simulator (always on this machine) serves `round(8.1M * scale)` events spread over one simulated day
-   with the diurnal curve, as fast as the ingester reads;
+1. the simulator (always on this machine) serves `round(events_per_day * scale)` events of the network profile
+   (real: 45M a day; seed: 8.1M) spread over one simulated day with its diurnal curve and bursts, as fast as the
+   ingester reads;
 2. the target's ingester reads it; at 35% of the events it is killed with SIGKILL, at 70% stopped with
    SIGTERM, and started again each time, so it resumes from its cursor minus the rewind and the simulator
    delivers the rewound events a second time (the deliberate replays);
@@ -21,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from firehose.simulator.clock import EVENTS_PER_DAY
+from firehose.simulator.profiles import DEFAULT_PROFILE, profile_named
 from firehose.simulator.vocabulary import COMMON_WORD, TAG
 from tests.validation import probe
 from tests.validation.accounting import Accounting, simulator_accounting
@@ -49,13 +50,14 @@ class DayParams:
     cold_reps: int = 20
     analytics_reps: int = 20
     analytics_budget_s: float = 60.0
+    profile: str = DEFAULT_PROFILE
 
     @property
     def events(self) -> int:
-        return max(1000, round(EVENTS_PER_DAY * self.scale))
+        return max(1000, round(profile_named(self.profile).events_per_day * self.scale))
 
     def sim_spec(self) -> SimSpec:
-        return SimSpec(events=self.events, days=1.0, start=self.start, seed=self.seed)
+        return SimSpec(events=self.events, days=1.0, start=self.start, seed=self.seed, profile=self.profile)
 
     @property
     def rewind_seconds(self) -> float:

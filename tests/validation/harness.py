@@ -18,9 +18,11 @@ import traceback
 from pathlib import Path
 from types import FrameType
 
+from firehose.simulator.profiles import DEFAULT_PROFILE, PROFILES, profile_named
 from tests.validation import bulk, day, local
 from tests.validation.procs import Processes
 from tests.validation.report import RunResult, this_machine, write_all
+from tests.validation.simulator import profile_params
 
 REPO = Path(__file__).resolve().parents[2]
 KINDS = {"day": 1, "week": 7, "month": 30, "history": 0}  # history: --days
@@ -33,7 +35,10 @@ class RunFailed(RuntimeError):
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tests.validation.harness", description=__doc__.splitlines()[0])
     p.add_argument("kind", choices=tuple(KINDS))
-    p.add_argument("--scale", type=float, default=1.0, help="fraction of 8.1M events per day (default 1)")
+    p.add_argument("--scale", type=float, default=1.0,
+                   help="fraction of the profile's events per day (real 45M, seed 8.1M; default 1)")
+    p.add_argument("--profile", choices=tuple(PROFILES), default=DEFAULT_PROFILE,
+                   help="network profile of the simulated days (default %(default)s)")
     p.add_argument("--target", choices=("local", "host"), default="local",
                    help="local: the make-run stack on private ports here; host: the booted test host")
     p.add_argument("--run-id", default="", help="results/<run-id> (default <kind>-<scale>-<target>-<UTC time>)")
@@ -76,8 +81,8 @@ def day_result(outcome: day.DayOutcome, args: argparse.Namespace, target_name: s
                flush_note: str, machine: dict[str, str], target_machine: dict[str, str]) -> RunResult:
     """A RunResult from a day run's outcome."""
     p = outcome.params
-    params = {"scale": p.scale, "days": 1, "events (target)": p.events, "simulated start": p.start,
-              "seed": p.seed, "diurnal": "sine, peak/trough 1.6, peak 15:00 UTC", "simulator rate": "0 (as fast as "
+    params = {"scale": p.scale, "days": 1, "events (target)": p.events, **profile_params(p.profile),
+              "simulated start": p.start, "seed": p.seed, "simulator rate": "0 (as fast as "
               "the ingester reads)", "flush cadence": flush_note, "FIREHOSE_REWIND_SECONDS": p.rewind_seconds,
               "deliberate restarts": ", ".join(f"{h} at {f:.0%}" for h, f in day.RESTART_PLAN),
               "warm reps": p.warm_reps, "cold reps": p.cold_reps, "analytics reps (max)": p.analytics_reps}
@@ -121,7 +126,9 @@ def run_day_host(args: argparse.Namespace, logs: Path, work: Path, say: day.Say)
 
 def day_params(args: argparse.Namespace) -> day.DayParams:
     return day.DayParams(scale=args.scale, start=args.start, seed=args.seed, flush_interval=args.flush_interval,
-                         warm_reps=args.warm_reps, cold_reps=args.cold_reps, analytics_reps=args.analytics_reps)
+                         warm_reps=args.warm_reps, cold_reps=args.cold_reps, analytics_reps=args.analytics_reps,
+                         profile=args.profile)
+
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     def say(message: str) -> None:
         print(f"[{time.monotonic() - started:7.1f}s] {message}", flush=True)
 
-    say(f"validation run {args.run_id}: {args.kind}, scale {args.scale:g}, target {args.target}")
+    say(f"validation run {args.run_id}: {args.kind}, scale {args.scale:g}, target {args.target}, profile "
+        f"{profile_named(args.profile).describe()}")
     try:
         if args.kind == "day":
             runner = run_day_host if args.target == "host" else run_day_local

@@ -353,7 +353,7 @@ def target_rows(result: RunResult) -> list[tuple[str, str, str, str]]:
                                                                                1e-9)
     volume_gb = per_day * 365 / 1e9
     rows.append(("cost", "< $100/month", f"CX32 EUR {CX32_EUR_MONTH:.2f} + a volume for a year of data at this "
-                 f"run's bytes/day scaled to 8.1M events ({volume_gb:,.0f} GB: EUR "
+                 f"run's bytes/day scaled to its profile's whole day ({volume_gb:,.0f} GB: EUR "
                  f"{volume_gb * VOLUME_EUR_GB_MONTH:,.2f}) = EUR "
                  f"{CX32_EUR_MONTH + volume_gb * VOLUME_EUR_GB_MONTH:,.2f}/month", _mark(
                      CX32_EUR_MONTH + volume_gb * VOLUME_EUR_GB_MONTH < 90)))
@@ -455,6 +455,8 @@ def report_markdown(result: RunResult, made: list[tuple[str, str]]) -> str:
     acc = result.accounting
     lines = [f"# Validation run `{result.run_id}`: {result.kind}, scale {result.params.get('scale')}, "
              f"target {result.target}", ""]
+    lines += [f"Profile {result.params.get('profile', 'seed (runs before profiles)')}; source: "
+              f"{result.params.get('profile source', 'the seed documents')}.", ""]
     lines += [f"**Accounting: {'PASSED' if acc.ok else 'FAILED'}** — events_stored {acc.events_stored:,} "
               f"{'==' if acc.ok else 'vs'} events_generated {acc.events_generated:,} - events_duplicate "
               f"{acc.events_duplicate:,}.", ""]

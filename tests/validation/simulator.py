@@ -1,8 +1,9 @@
 """The Jetstream simulator of a day run: a `firehose simulate` process on this machine, and what it reports.
 
-It serves `events` events spread over `days` simulated days from `start` with the diurnal curve, as fast as the
-subscriber reads (`--rate 0`). `/stats` gives the delivery counters the accounting starts from; its log gives
-the start index of every connection, which tells exactly which events a cursor rewind delivered twice.
+It serves `events` events of a network profile spread over `days` simulated days from `start` with the diurnal
+curve (and the profile's bursts), as fast as the subscriber reads (`--rate 0`). `/stats` gives the delivery
+counters the accounting starts from; its log gives the start index of every connection, which tells exactly which
+events a cursor rewind delivered twice.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from firehose.simulator.clock import Profile, parse_time
+from firehose.simulator.clock import parse_time
 from firehose.simulator.generator import EventGenerator
+from firehose.simulator.options import SimulatorOptions
+from firehose.simulator.profiles import DEFAULT_PROFILE, profile_named
+from firehose.simulator.sources import GeneratedSource, build_source
 from tests.validation.procs import CLI, Proc, Processes, wait_for_port
 
 CONNECTED = re.compile(r"subscriber .*? connected \(cursor=(\S+), start index (\d+),")
@@ -32,6 +36,7 @@ class SimSpec:
     rate: float = 0.0
     """Events per wall-clock second, counted from the first subscriber (so it sees every event from index 0);
     0 = as fast as the subscriber reads (the day run's)."""
+    profile: str = DEFAULT_PROFILE
 
     @property
     def start_us(self) -> int:
@@ -41,15 +46,22 @@ class SimSpec:
     def end_us(self) -> int:
         return self.start_us + int(self.days * 86_400e6)
 
+    def options(self) -> SimulatorOptions:
+        """The simulator's options, as `argv` gives them on its command line."""
+        return SimulatorOptions(seed=self.seed, rate=self.rate, start=self.start, days=self.days, events=self.events,
+                                profile=self.profile, diurnal=True, start_on_connect=bool(self.rate))
+
     def generator(self) -> EventGenerator:
         """The generator the simulator builds from these flags (same seed, start and profile: same events)."""
-        profile = Profile(rate=max(self.events, 1) / (self.days * 86_400), diurnal=True)
-        return EventGenerator(self.seed, self.start_us, profile)
+        source = build_source(self.options())
+        assert isinstance(source, GeneratedSource)
+        return source.generator
 
     def argv(self, host: str, port: int) -> list[str]:
         return [*CLI, "simulate", "--host", host, "--port", str(port), "--seed", str(self.seed),
                 "--rate", f"{self.rate:g}", "--start", self.start, "--days", f"{self.days:g}",
-                "--events", str(self.events), "--diurnal", *(["--start-on-connect"] if self.rate else [])]
+                "--events", str(self.events), "--profile", self.profile, "--diurnal",
+                *(["--start-on-connect"] if self.rate else [])]
 
 
 @dataclass
@@ -106,6 +118,12 @@ class Simulator:
     def connection_starts(self) -> list[int]:
         """The start index of every connection so far, from the simulator's log."""
         return [int(m.group(2)) for m in CONNECTED.finditer(self.proc.log.read_text(errors="replace"))]
+
+
+def profile_params(name: str) -> dict[str, str]:
+    """The report's parameters naming the network profile of a run and what its figures rest on."""
+    network = profile_named(name)
+    return {"profile": network.describe(), "profile source": network.source}
 
 
 def replayed_ranges(starts: list[int], ends: list[int]) -> list[tuple[int, int]]:

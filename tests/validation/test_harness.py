@@ -14,6 +14,7 @@ import pytest
 from firehose.schema import TABLE_NAMES
 from firehose.simulator.clock import Profile
 from firehose.simulator.generator import EventGenerator
+from firehose.simulator.profiles import PROFILES
 from tests.validation import bulk, harness, probe
 from tests.validation.accounting import Accounting, expected_rows, table_of
 from tests.validation.day import parse_flush_batches
@@ -25,8 +26,9 @@ pytestmark = pytest.mark.validation
 START_US = 1_779_667_200_000_000
 
 
-def test_expected_rows_match_the_kind_sequence() -> None:
-    gen = EventGenerator(3, START_US, Profile(rate=10.0))
+@pytest.mark.parametrize("profile", tuple(PROFILES))
+def test_expected_rows_match_the_kind_sequence(profile: str) -> None:
+    gen = EventGenerator(3, START_US, Profile(rate=10.0), network=PROFILES[profile])
     for start, stop in ((0, 2500), (17, 3333), (990, 1010), (0, 0)):
         want = dict.fromkeys(TABLE_NAMES, 0)
         for i in range(start, stop):
@@ -34,11 +36,12 @@ def test_expected_rows_match_the_kind_sequence() -> None:
         assert expected_rows(gen, start, stop) == want
 
 
-def test_expected_rows_match_what_the_flush_writes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("profile", tuple(PROFILES))
+def test_expected_rows_match_what_the_flush_writes(tmp_path: Path, profile: str) -> None:
     task = {"day": 0, "lo": 0, "hi": 3000, "seed": 5, "start_us": START_US, "rate": 3000 / 86_400,
-            "data_dir": str(tmp_path)}
+            "profile": profile, "data_dir": str(tmp_path)}
     written = bulk.write_day(task)
-    gen = EventGenerator(5, START_US, Profile(rate=3000 / 86_400, diurnal=True))
+    gen = bulk.bulk_generator(PROFILES[profile], 5, START_US, 3000 / 86_400)
     counts = probe.count(tmp_path, START_US - 60_000_000, START_US + 86_460_000_000)
     assert counts["rows"] == expected_rows(gen, 0, 3000) == {t: written["rows"].get(t, 0) for t in TABLE_NAMES}
     assert not any(counts["duplicate_keys"].values())
@@ -119,16 +122,17 @@ def test_summary_has_exactly_the_issue_keys(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_tiny_local_day_run(tmp_path: Path) -> None:
-    """The whole day path on about 4k events: exit 0, exact accounting, every file written."""
-    status = harness.main(["day", "--target", "local", "--scale", "0.0005", "--run-id", "tiny",
+    """The whole day path on 4.5k events of the real profile: exit 0, exact accounting, every file written."""
+    status = harness.main(["day", "--target", "local", "--scale", "0.0001", "--run-id", "tiny",
                            "--results", str(tmp_path / "results"), "--work", str(tmp_path / "work"),
                            "--flush-interval", "2", "--warm-reps", "2", "--cold-reps", "1", "--analytics-reps", "2"])
     out = tmp_path / "results" / "tiny"
     data = json.loads((out / "summary.json").read_text())
     assert status == 0, data["extra"]["accounting_problems"]
-    assert data["events_stored"] == data["events_generated"] - data["events_duplicate"] == 4050
+    assert data["events_stored"] == data["events_generated"] - data["events_duplicate"] == 4500
     assert data["events_duplicate"] > 0  # the deliberate restarts replayed events
     assert not (tmp_path / "work" / "tiny").exists()  # the data is removed after the run
+    assert "Profile real: 45,000,000 events a day" in (out / "REPORT.md").read_text()
 
 
 def test_history_report_has_the_index_targets_and_the_growth_plot(tmp_path: Path) -> None:
@@ -156,7 +160,7 @@ def test_interrupted_history_run_resumes_without_losing_or_doubling(tmp_path: Pa
     with --resume: day 1 is not generated again, day 2 is redone over its own files (same names, replaced), and
     every event is stored once. (A day is written chunk by chunk, each chunk's files named after its first and
     last event, so an attempt stopped inside a day leaves whole chunks that the redo replaces the same way.)"""
-    argv = ["history", "--days", "3", "--scale", "0.0002", "--run-id", "hist", "--results", str(tmp_path / "r"),
+    argv = ["history", "--days", "3", "--scale", "0.00004", "--run-id", "hist", "--results", str(tmp_path / "r"),
             "--work", str(tmp_path / "w"), "--warm-reps", "1", "--cold-reps", "1", "--analytics-reps", "1",
             "--workers", "1"]
     args = harness.parse_args([*argv, "--resume"])

@@ -14,6 +14,7 @@ import orjson
 from firehose.config import Settings
 from firehose.simulator.generator import IDENTITY_HANDLE_SHARE
 from firehose.simulator.options import DEFAULT_HOST, DEFAULT_PORT, SimulatorOptions
+from firehose.simulator.profiles import DEFAULT_PROFILE, PROFILES
 from firehose.simulator.server import Simulator
 
 log = logging.getLogger(__name__)
@@ -34,8 +35,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="simulated days to cover; with --events, spreads them over these days")
     parser.add_argument("--events", type=int, default=None,
                         help="stop producing after this many events (connections then idle)")
-    parser.add_argument("--diurnal", action="store_true", help="day/night rate curve (peak/trough --peak-ratio)")
-    parser.add_argument("--peak-ratio", type=float, default=1.6, help="diurnal peak/trough ratio (default 1.6)")
+    parser.add_argument("--profile", choices=tuple(PROFILES), default=DEFAULT_PROFILE,
+                        help="network profile: real = the 2026 firehose (45M events a day, its mix, texts, curve "
+                             "and bursts), seed = the seed documents' 8.1M a day (default %(default)s)")
+    parser.add_argument("--diurnal", action=argparse.BooleanOptionalAction, default=None,
+                        help="day/night rate curve on or off (default: the profile's: on for real, off for seed)")
+    parser.add_argument("--peak-ratio", type=float, default=None,
+                        help="diurnal peak/trough ratio (default: the profile's: 2.4 real, 1.6 seed)")
+    parser.add_argument("--bursts", action=argparse.BooleanOptionalAction, default=None,
+                        help="short spikes of 2-3x on top of the curve (default: the profile's: on for real)")
     parser.add_argument("--users", type=int, default=2_000_000, help="size of the DID population (default 2M)")
     parser.add_argument("--jitter-ms", type=float, default=40.0,
                         help="time_us is up to this much earlier than the event's slot (default 40)")
@@ -55,7 +63,8 @@ def options_from_args(args: argparse.Namespace) -> SimulatorOptions:
     """SimulatorOptions from parsed `firehose simulate` flags."""
     return SimulatorOptions(
         host=args.host, port=args.port, seed=args.seed, rate=args.rate, start=args.start, days=args.days,
-        events=args.events, diurnal=args.diurnal, peak_ratio=args.peak_ratio, users=args.users,
+        events=args.events, profile=args.profile, diurnal=args.diurnal, peak_ratio=args.peak_ratio,
+        bursts=args.bursts, users=args.users,
         jitter_ms=args.jitter_ms, identity_handle_share=args.identity_handle_share,
         dns_port=args.dns_port or None, replay=args.replay, loop=args.loop, start_on_connect=args.start_on_connect,
     )

@@ -1,17 +1,19 @@
 """Deterministic, indexable generator of realistic Jetstream v1 events: the `EventGenerator` orchestration.
 
-`EventGenerator(seed, start_us, profile)` defines an endless event sequence: event number `i` (0, 1, 2, ...) is a
-pure function of `(seed, i)` and of the constructor arguments, so `event_json(i)` returns the same bytes every time,
-on every machine, in any order of calls. That is what makes cursor replay in the simulator exact.
+`EventGenerator(seed, start_us, profile, network=...)` defines an endless event sequence: event number `i` (0, 1,
+2, ...) is a pure function of `(seed, i)` and of the constructor arguments, so `event_json(i)` returns the same bytes
+every time, on every machine, in any order of calls. That is what makes cursor replay in the simulator exact. The
+network profile (`firehose.simulator.profiles`: `REAL`, or `SEED`, the default of this class) gives the mix, the
+texts and, unless `profile` is given, the rate curve.
 
 Shape: each event is a dict laid out like `tests/fixtures/jetstream/golden_v1.jsonl` (top-level `did`, `time_us`,
 `kind`; `commit` = `{rev, operation, collection, rkey, record, cid}` without `record`/`cid` for deletes;
 `identity` = `{did, handle, seq, time}`, or `{did, seq, time}` as most real ones are (`identity_handle_share`);
 `account` = `{active, did, seq, time, status?}`); record keys are sorted as Jetstream sorts them.
 
-This module owns the per-event hashing (author, CID, jitter), the kind of each event (`firehose.simulator.mix`,
-exact in every window of 1000 events, the order shuffled), the accounts and the posts other records point at, and
-the envelope of each event; the records themselves come from `firehose.simulator.records`.
+This module owns the per-event hashing (author, CID, jitter), the kind of each event (the profile's mix, exact in
+every window of 1000 events, the order shuffled), the accounts and the posts other records point at, and the
+envelope of each event; the records themselves come from `firehose.simulator.records`.
 
 Time: event `i` has a base time `base_us(i)` from the rate `Profile` (`firehose.simulator.clock`); base times never
 decrease. The event's `time_us` is its base time minus a jitter in `[0, jitter_us)`, so events arrive slightly out
@@ -35,7 +37,8 @@ import orjson
 from firehose.simulator.clock import DEFAULT_START_US, Clock, IsoClock, Profile
 from firehose.simulator.encoding import b32_chars, tid
 from firehose.simulator.identity import handle_for
-from firehose.simulator.mix import MIX, POST, PROFILE, WINDOW, Kind
+from firehose.simulator.mix import POST, PROFILE, WINDOW, Kind
+from firehose.simulator.profiles import SEED, NetworkProfile
 from firehose.simulator.records import PostRef, RecordMaker
 
 SEQ_BASE = 30_000_000_000
@@ -57,7 +60,10 @@ class Generated(NamedTuple):
 
 
 class EventGenerator:
-    """The deterministic event sequence of one seed, start time and rate profile.
+    """The deterministic event sequence of one seed, start time, rate profile and network profile.
+
+    `profile` (the rate curve) defaults to `network.timing()`, the network profile's day; `network` defaults to
+    `SEED`, the sequence the pinned digests and golden checks refer to (`firehose simulate` defaults to `REAL`).
 
     - `event(i)` / `event_json(i)`: event number i (random access; the same bytes every time).
     - `iter_events(start, stop)` / `iter_generated(start, stop)`: fast sequential generation.
@@ -79,6 +85,7 @@ class EventGenerator:
         identity_handle_share: float = IDENTITY_HANDLE_SHARE,
         block_size: int = 64,
         cache_blocks: int = 256,
+        network: NetworkProfile = SEED,
     ) -> None:
         if users < 1000:
             raise ValueError(f"users must be at least 1000, got {users}")
@@ -88,12 +95,14 @@ class EventGenerator:
             raise ValueError(f"identity_handle_share must be between 0 and 1, got {identity_handle_share}")
         self.seed = seed
         self.start_us = start_us
-        self.profile = profile or Profile()
+        self.network = network
+        self.mix: tuple[Kind, ...] = network.mix
+        self.profile = profile or network.timing()
         self.users = users
         self.jitter_us = jitter_us
         self._handle_threshold = int(identity_handle_share * 2**32)
         self.block_size = block_size
-        self._clock = Clock(self.profile, start_us)
+        self._clock = Clock(self.profile, start_us, seed)
         self._key = hashlib.blake2b(str(seed).encode(), digest_size=32, person=b"fh-seed").digest()
         self._block_seed = int.from_bytes(self._key[:16], "big")
         self._iso = IsoClock()
@@ -103,7 +112,7 @@ class EventGenerator:
         self._did_cache = [self._make_did(r) for r in range(min(users, 20_000))]
         self._tables, self._post_slots = self._build_tables()
         self._posts_per_window = len(self._post_slots[0])
-        self._makers = RecordMaker(self, self._iso).makers
+        self._makers = RecordMaker(self, self._iso, self.mix, network.text(self), network.shape).makers
 
     # -- time -------------------------------------------------------------------------------------------------
 
@@ -211,10 +220,10 @@ class EventGenerator:
 
     def _build_tables(self) -> tuple[list[list[int]], list[list[int]]]:
         """64 shuffled windows of the mix; each 1000-event window uses one, chosen by hash."""
-        slots = [k for k, kind in enumerate(MIX) for _ in range(kind.per_mille)]
+        slots = [k for k, kind in enumerate(self.mix) for _ in range(kind.per_mille)]
         rng = random.Random(self._block_seed ^ 0x5EED)
         tables, post_slots = [], []
-        post_kind = next(k for k, kind in enumerate(MIX) if kind.collection == POST and kind.operation == "create")
+        post_kind = next(k for k, kind in enumerate(self.mix) if kind.collection == POST and kind.operation == "create")
         for _ in range(64):
             table = slots[:]
             rng.shuffle(table)
@@ -228,7 +237,7 @@ class EventGenerator:
     def kind_of(self, i: int) -> Kind:
         """The mix entry of event i."""
         window, pos = divmod(i, WINDOW)
-        return MIX[self._tables[self._table_of(window)][pos]]
+        return self.mix[self._tables[self._table_of(window)][pos]]
 
     def post_index(self, n: int) -> int:
         """Event number of the n-th post (n may be negative: posts from before the start, never emitted)."""
@@ -274,7 +283,7 @@ class EventGenerator:
         did = self.did(self._author_rank(header))
         window, pos = divmod(i, WINDOW)
         k = self._tables[self._table_of(window)][pos]
-        kind = MIX[k]
+        kind = self.mix[k]
         if kind.kind == "identity":
             body = self._identity(i, header, did, base)
             return {"did": did, "time_us": time_us, "kind": "identity", "identity": body}
@@ -301,7 +310,7 @@ class EventGenerator:
         else:
             created = self._created_us(base, header)
             maker = self._makers[k]
-            assert maker is not None  # MIX gives every commit kind a record maker
+            assert maker is not None  # every commit kind of a mix has a record maker
             record, rkey = maker(i, header, rng, created, did)
             commit = {"rev": rev, "operation": kind.operation, "collection": collection, "rkey": rkey,
                       "record": record, "cid": "bafyrei" + b32_chars(header[:52])}
@@ -319,12 +328,16 @@ class EventGenerator:
         return body
 
 
-def measure_throughput(count: int = 200_000, seed: int = 0, *, diurnal: bool = False) -> tuple[float, float]:
-    """(events per wall-clock second, events per CPU second) of sequential generation plus orjson serialisation."""
+def measure_throughput(count: int = 200_000, seed: int = 0, *, diurnal: bool = False,
+                       network: NetworkProfile = SEED) -> tuple[float, float]:
+    """(events per wall-clock second, events per CPU second) of sequential generation plus orjson serialisation
+    (after a warm-up that builds the profile's word lists)."""
     import time
 
-    gen = EventGenerator(seed, profile=Profile(diurnal=diurnal))
+    gen = EventGenerator(seed, profile=network.timing(diurnal=diurnal), network=network)
     dumps = orjson.dumps
+    for event in gen.iter_events(count, count + 5000):
+        dumps(event)
     wall, cpu = time.perf_counter(), time.process_time()
     for event in gen.iter_events(0, count):
         dumps(event)
@@ -332,6 +345,10 @@ def measure_throughput(count: int = 200_000, seed: int = 0, *, diurnal: bool = F
 
 
 if __name__ == "__main__":
-    for curve in (False, True):
-        per_wall, per_cpu = measure_throughput(diurnal=curve)
-        print(f"{'diurnal' if curve else 'constant'} rate: {per_wall:,.0f} events/s wall, {per_cpu:,.0f} per CPU-s")
+    from firehose.simulator.profiles import PROFILES
+
+    for net in PROFILES.values():
+        for curve in (False, True):
+            per_wall, per_cpu = measure_throughput(diurnal=curve, network=net)
+            print(f"{net.name} profile, {'diurnal' if curve else 'constant'} rate: {per_wall:,.0f} events/s wall, "
+                  f"{per_cpu:,.0f} per CPU-s")

@@ -1,9 +1,11 @@
 """The event mix: which kinds of events the simulator makes, and how many of each in every 1000.
 
-Likes 60%, posts 11.5%, reposts 8.5%, follows 8%, blocks 1%, profile writes 1%, deletes 5% (spread over
-collections), identity 1%, account 1%, other collections 3% (threadgates, postgates, list items, chat declarations,
-place.stream.*, fyi.unravel.*, sh.tangled.*, ...). The generator shuffles each window of `WINDOW` events, so the mix
-is exact in every aligned window.
+Each profile (`firehose.simulator.profiles`) has its mix file. The seed profile's, `mix.csv` (`MIX`): likes 60%,
+posts 11.5%, reposts 8.5%, follows 8%, blocks 1%, profile writes 1%, deletes 5% (spread over collections), identity
+1%, account 1%, other collections 3% (threadgates, postgates, list items, chat declarations, place.stream.*,
+fyi.unravel.*, sh.tangled.*, ...). The real profile's, `mix_real.csv`: likes 67%, follows 18.9%, posts 6.4%,
+reposts 4.2% (deletes included), identity and account 0.3% each (docs/simulator.md says what each share rests on).
+The generator shuffles each window of `WINDOW` events, so the mix is exact in every aligned window.
 """
 
 from __future__ import annotations
@@ -30,8 +32,11 @@ class Kind(NamedTuple):
 
 
 MIX_FILE = Path(__file__).resolve().parent / "mix.csv"
-"""The mix as data: one row per `Kind` (kind, collection, operation, per_mille; empty collection and operation for
-identity and account events). The order of the rows is part of the stream: the generator numbers kinds by it."""
+"""The seed profile's mix as data: one row per `Kind` (kind, collection, operation, per_mille; empty collection and
+operation for identity and account events). The order of the rows is part of the stream: the generator numbers
+kinds by it."""
+REAL_MIX_FILE = MIX_FILE.with_name("mix_real.csv")
+"""The real profile's mix, in the same format."""
 
 _OPERATIONS = ("create", "update", "delete")
 
@@ -53,3 +58,4 @@ def read_mix(path: Path = MIX_FILE) -> tuple[Kind, ...]:
 
 
 MIX: tuple[Kind, ...] = read_mix()
+"""The seed profile's mix."""

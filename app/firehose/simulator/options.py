@@ -8,6 +8,7 @@ from pathlib import Path
 
 from firehose.simulator.clock import parse_time
 from firehose.simulator.generator import IDENTITY_HANDLE_SHARE
+from firehose.simulator.profiles import DEFAULT_PROFILE, profile_named
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 6008
@@ -18,7 +19,8 @@ class SimulatorOptions:
     """How the simulator runs (the `firehose simulate` flags). Port 0 picks a free port.
 
     `dns_port`: None = no DNS server; 0 = any free port (UDP and TCP alike; tests), as `port`. The command line's
-    `--dns-port 0` (its default) means None.
+    `--dns-port 0` (its default) means None. `profile` names the network profile (`firehose.simulator.profiles`);
+    `diurnal`, `peak_ratio` and `bursts` of None take the profile's own.
     """
 
     host: str = DEFAULT_HOST
@@ -28,8 +30,10 @@ class SimulatorOptions:
     start: str = "now"
     days: float | None = None
     events: int | None = None
-    diurnal: bool = False
-    peak_ratio: float = 1.6
+    profile: str = DEFAULT_PROFILE
+    diurnal: bool | None = None
+    peak_ratio: float | None = None
+    bursts: bool | None = None
     users: int = 2_000_000
     jitter_ms: float = 40.0
     identity_handle_share: float = IDENTITY_HANDLE_SHARE
@@ -48,6 +52,9 @@ class SimulatorOptions:
             raise ValueError(f"--days must be > 0, got {self.days}")
         if not 0.0 <= self.identity_handle_share <= 1.0:
             raise ValueError(f"--identity-handle-share must be between 0 and 1, got {self.identity_handle_share}")
+        profile_named(self.profile)  # names the profiles there are when it is not one
+        if self.peak_ratio is not None and self.peak_ratio < 1:
+            raise ValueError(f"--peak-ratio must be >= 1 (peak/trough of the diurnal curve), got {self.peak_ratio}")
         if self.dns_port is not None and not 0 <= self.dns_port <= 65535:
             raise ValueError(f"--dns-port must be a port number (0 = no DNS server), got {self.dns_port}")
         if self.replay is not None:

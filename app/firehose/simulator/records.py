@@ -5,18 +5,23 @@ Posts get text in the post's language with the searchable vocabulary injected at
 point at recent posts; follows, blocks and mentions at popular accounts. Record keys are sorted as Jetstream sorts
 them. Every maker draws only from the block PRNG it is handed, in a fixed order, so a record is a pure function of
 the generator's seed and the event number.
+
+What texts say comes from a `TextModel`: `SeedText` here (the seed profile's short per-language word lists, drawn
+uniformly), or `firehose.simulator.realtext.RealText` (the real profile's Zipf vocabularies); how often posts reply
+and embed, and likes and reposts carry a `via`, is the profile's `PostShape`.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 from firehose.simulator.clock import IsoClock
 from firehose.simulator.encoding import b32_chars, tid
 from firehose.simulator.identity import handle_for, handle_name
-from firehose.simulator.mix import BLOCK, FOLLOW, LIKE, MIX, POST, PROFILE, REPOST
+from firehose.simulator.mix import BLOCK, FOLLOW, LIKE, POST, PROFILE, REPOST, Kind
 from firehose.simulator.vocabulary import (
     CJK_WORD,
     COMMON_WORD,
@@ -64,19 +69,180 @@ class Population(Protocol):
         ...
 
 
-class RecordMaker:
-    """Makes the record of each commit-create kind in `MIX` (`makers[k]` for mix entry k; None for others)."""
+class TextModel(Protocol):
+    """What the texts of records say: post text and facets, the languages of posts, and the other texts."""
 
-    def __init__(self, population: Population, iso: IsoClock) -> None:
+    languages: tuple[tuple[str | None, float], ...]
+    """Share of posts per language code (None: no `langs` field; "emoji": emoji only, langs `en`)."""
+
+    def post_text(self, rng: random.Random, lang: str, *, allow_empty: bool) -> tuple[str, list[_Record]]:
+        """The text of a post in `lang` and its facets (byte offsets into the UTF-8 text); at most 300 characters."""
+        ...
+
+    def words(self, rng: random.Random, lang: str, n: int) -> str:
+        """`n` words in `lang` (link cards' titles and descriptions, list names, profile descriptions)."""
+        ...
+
+    def alt_text(self, rng: random.Random, lang: str) -> str:
+        """The alt text of one image of a post in `lang` ("" for none)."""
+        ...
+
+    def emoji(self, rng: random.Random) -> str:
+        """One emoji (display names)."""
+        ...
+
+    def domain(self, rng: random.Random) -> str:
+        """The host of a link card's URL."""
+        ...
+
+
+class PostText:
+    """A post's text as it is built: its pieces, its facets (UTF-8 byte offsets into the text) and its length."""
+
+    def __init__(self) -> None:
+        self.pieces: list[str] = []
+        self.facets: list[_Record] = []
+        self.nbytes = 0
+        self.nchars = 0
+
+    def add(self, piece: str, blen: int, feature: _Record | None = None, gap: str = " ") -> None:
+        """Append `piece` (`blen` UTF-8 bytes) after `gap` (none at the start or after whitespace), with a facet
+        over it when `feature` is given."""
+        pieces = self.pieces
+        if pieces and gap and not pieces[-1][-1:].isspace():
+            pieces.append(gap)
+            self.nbytes += 1
+            self.nchars += 1
+        if feature is not None:
+            self.facets.append({"$type": "app.bsky.richtext.facet", "features": [feature],
+                                "index": {"byteEnd": self.nbytes + blen, "byteStart": self.nbytes}})
+        pieces.append(piece)
+        self.nbytes += blen
+        self.nchars += len(piece)
+
+    def add_mentions(self, rng: random.Random, popular_did: Callable[[random.Random], str]) -> None:
+        """One or two `@handle` mentions of popular accounts in 10% of posts (mostly at the start)."""
+        rand = rng.random
+        if rand() < 0.10:
+            for _ in range(1 + (rand() < 0.3)):
+                target_did = popular_did(rng)
+                mention = "@" + handle_for(target_did)
+                self.add(mention, len(mention), {"$type": "app.bsky.richtext.facet#mention", "did": target_did})
+
+    def done(self) -> tuple[str, list[_Record]]:
+        """The text and its facets."""
+        return "".join(self.pieces), self.facets
+
+
+def draw_specials(rng: random.Random, lang: str) -> list[tuple[str, int]]:
+    """The searchable strings (and their UTF-8 bytes) a post in `lang` carries, each drawn at its rate."""
+    rand = rng.random
+    specials: list[tuple[str, int]] = []
+    if rand() < COMMON_WORD_RATE:
+        specials.append(("Coffee" if rand() < 0.2 else COMMON_WORD, 6))
+    if rand() < RARE_WORD_RATE:
+        specials.append((RARE_WORD, 7))
+    if rand() < PHRASE_RATE:
+        specials.append((PHRASE, 20))
+    if lang in ("ja", "zh") and rand() < LOCAL_WORD_RATE:
+        specials.append((CJK_WORD, 6))
+    if lang in ("ru", "uk") and rand() < LOCAL_WORD_RATE:
+        specials.append((CYRILLIC_WORD, 8))
+    return specials
+
+
+@dataclass(frozen=True)
+class PostShape:
+    """How often posts reply and embed, and likes and reposts carry a `via` (shares of posts or of records)."""
+
+    reply_share: float = 0.32
+    embed_share: float = 0.30
+    via_share: float = 0.03
+
+
+class SeedText:
+    """The seed profile's texts: the word lists of `firehose.simulator.vocabulary`, drawn uniformly; every text
+    but post text is English."""
+
+    languages = LANGUAGES
+
+    def __init__(self, population: Population) -> None:
+        self._popular_did = population.popular_did
+        self._word_bytes = {w: len(w.encode()) for words, _ in WORDS.values() for w in words}
+
+    def words(self, rng: random.Random, lang: str, n: int) -> str:
+        words, sep = WORDS["en"]
+        choice = rng.choice
+        return sep.join([choice(words) for _ in range(n)])
+
+    def alt_text(self, rng: random.Random, lang: str) -> str:
+        return self.words(rng, "en", rng.randint(2, 12)) if rng.random() < 0.3 else ""
+
+    def emoji(self, rng: random.Random) -> str:
+        return rng.choice(EMOJIS)
+
+    def domain(self, rng: random.Random) -> str:
+        return rng.choice(DOMAINS)
+
+    def post_text(self, rng: random.Random, lang: str, *, allow_empty: bool) -> tuple[str, list[_Record]]:
+        rand = rng.random
+        words = WORDS[lang][0]
+        if allow_empty and rand() < 0.15:
+            return "", []
+        target = 6 + int(274 * rand() ** 3)
+        built = PostText()
+        add = built.add  # every piece after a space, whatever the language (this profile's texts always were)
+        word_bytes = self._word_bytes
+        built.add_mentions(rng, self._popular_did)
+        specials = draw_specials(rng, lang)
+        insert_at = int(rand() * 8)
+        choice = rng.choice
+        count = 0
+        while built.nchars < target:
+            if count == insert_at and specials:
+                for word, blen in specials:
+                    add(word, blen)
+                specials = []
+            word = choice(words)
+            if built.nchars + len(word) + 1 > 250:
+                break
+            add(word, word_bytes[word])
+            count += 1
+        for word, blen in specials:
+            add(word, blen)
+        if rand() < 0.08:
+            domain = choice(DOMAINS)
+            uri = f"https://{domain}/{self.words(rng, 'en', 1 + int(rand() * 3)).replace(' ', '-')}"
+            shown = uri[8:] if len(uri) < 40 else uri[8:33] + "..."
+            add(shown, len(shown), {"$type": "app.bsky.richtext.facet#link", "uri": uri})
+        tags = [choice(TAGS) for _ in range(int(rand() * 3))] if rand() < 0.06 else []
+        if rand() < TAG_RATE:
+            tags.append(TAG)
+        for tag in dict.fromkeys(tags):
+            add("#" + tag, len(tag) + 1, {"$type": "app.bsky.richtext.facet#tag", "tag": tag})
+        if rand() < EMOJI_RATE:
+            add(EMOJI, 3)
+        elif rand() < 0.12:
+            emoji = choice(EMOJIS)
+            add(emoji, len(emoji.encode()))
+        return built.done()
+
+
+class RecordMaker:
+    """Makes the record of each commit-create kind of a mix (`makers[k]` for mix entry k; None for others)."""
+
+    def __init__(self, population: Population, iso: IsoClock, mix: tuple[Kind, ...], text: TextModel,
+                 shape: PostShape) -> None:
         self._popular_did = population.popular_did
         self._recent_post = population.recent_post
         self._iso = iso
-        self._word_bytes = {w: len(w.encode()) for words, _ in WORDS.values() for w in words}
-        self._lang_codes = [code for code, _ in LANGUAGES]
-        self._lang_cum = _cumulative([share for _, share in LANGUAGES])
-        self.makers = self._build_makers()
+        self._text = text
+        self._shape = shape
+        self._lang_codes = [code for code, _ in text.languages]
+        self._lang_cum = _cumulative([share for _, share in text.languages])
+        self.makers = self._build_makers(mix)
 
-    def _build_makers(self) -> list[Maker | None]:
+    def _build_makers(self, mix: tuple[Kind, ...]) -> list[Maker | None]:
         by_collection: dict[str, Maker] = {
             LIKE: self._like, POST: self._post, REPOST: self._repost, FOLLOW: self._follow, BLOCK: self._block,
             PROFILE: self._profile, "app.bsky.feed.threadgate": self._threadgate,
@@ -88,7 +254,7 @@ class RecordMaker:
             "app.bsky.actor.status": self._status,
         }
         return [by_collection.get(kind.collection) if kind.kind == "commit" and kind.collection else None
-                for kind in MIX]
+                for kind in mix]
 
     def _rkey(self, created: int, header: bytes) -> str:
         return tid(created, header[61] & 31)
@@ -98,7 +264,7 @@ class RecordMaker:
         ref = self._recent_post(i, rng)
         record: _Record = {"$type": collection, "createdAt": self._iso(created),
                            "subject": {"cid": ref.cid, "uri": ref.uri}}
-        if rng.random() < 0.03:
+        if rng.random() < self._shape.via_share:
             reposter = self._popular_did(rng)
             record["via"] = {"cid": "bafyrei" + b32_chars(rng.randbytes(52)),
                              "uri": self._at_uri(reposter, REPOST, created, rng)}
@@ -122,18 +288,13 @@ class RecordMaker:
         return {"$type": "blob", "ref": {"$link": "bafkrei" + b32_chars(rng.randbytes(52))}, "mimeType": mime,
                 "size": rng.randint(low, high)}
 
-    def _words(self, rng: random.Random, lang: str, n: int) -> str:
-        words, sep = WORDS[lang]
-        choice = rng.choice
-        return sep.join([choice(words) for _ in range(n)])
-
     def _profile(self, i: int, header: bytes, rng: random.Random, created: int, did: str) -> tuple[_Record, str]:
         record: _Record = {"$type": PROFILE, "avatar": self._blob(rng, "image/jpeg", 20_000, 1_000_000)}
         if rng.random() < 0.5:
             record["banner"] = self._blob(rng, "image/jpeg", 50_000, 2_000_000)
         record["createdAt"] = self._iso(created - int(rng.random() * 500 * 86_400e6))
-        record["description"] = self._words(rng, "en", rng.randint(0, 25))
-        record["displayName"] = handle_name(did).title() + (rng.choice(EMOJIS) if rng.random() < 0.2 else "")
+        record["description"] = self._text.words(rng, "en", rng.randint(0, 25))
+        record["displayName"] = handle_name(did).title() + (self._text.emoji(rng) if rng.random() < 0.2 else "")
         if rng.random() < 0.2:
             ref = self._recent_post(i, rng)
             record["pinnedPost"] = {"cid": ref.cid, "uri": ref.uri}
@@ -144,8 +305,9 @@ class RecordMaker:
     def _post(self, i: int, header: bytes, rng: random.Random, created: int, did: str) -> tuple[_Record, str]:
         rand = rng.random
         lang = self._lang_codes[_pick(self._lang_cum, rand())]
-        embed = self._embed(i, rng) if rand() < 0.30 else None
-        text, facets = self._post_text(rng, lang or "en", allow_empty=embed is not None)
+        text_lang = lang or "en"
+        embed = self._embed(i, rng, text_lang) if rand() < self._shape.embed_share else None
+        text, facets = self._text.post_text(rng, text_lang, allow_empty=embed is not None)
         record: _Record = {"$type": POST, "createdAt": self._iso(created)}
         if embed is not None:
             record["embed"] = embed
@@ -153,7 +315,7 @@ class RecordMaker:
             record["facets"] = facets
         if lang is not None:
             record["langs"] = ["en"] if lang == "emoji" else ([lang, "en"] if rand() < 0.03 else [lang])
-        if rand() < 0.32:
+        if rand() < self._shape.reply_share:
             parent = self._recent_post(i, rng)
             root = parent if rand() < 0.5 else self._recent_post(i - 200_000, rng)
             record["reply"] = {"parent": {"cid": parent.cid, "uri": parent.uri},
@@ -161,92 +323,18 @@ class RecordMaker:
         record["text"] = text
         return record, self._rkey(created, header)
 
-    def _post_text(self, rng: random.Random, lang: str, *, allow_empty: bool) -> tuple[str, list[_Record]]:
-        """Text of a post and its facets (byte offsets into the UTF-8 text); at most 300 characters."""
-        rand = rng.random
-        words, sep = WORDS[lang]
-        if allow_empty and rand() < 0.15:
-            return "", []
-        target = 6 + int(274 * rand() ** 3)
-        pieces: list[str] = []
-        facets: list[_Record] = []
-        nbytes = 0
-        nchars = 0
-        word_bytes = self._word_bytes
-
-        def add(piece: str, blen: int, feature: _Record | None = None) -> None:
-            nonlocal nbytes, nchars
-            if pieces:
-                pieces.append(" " if feature is not None or not sep else sep)
-                nbytes += 1
-                nchars += 1
-            if feature is not None:
-                facets.append({"$type": "app.bsky.richtext.facet", "features": [feature],
-                               "index": {"byteEnd": nbytes + blen, "byteStart": nbytes}})
-            pieces.append(piece)
-            nbytes += blen
-            nchars += len(piece)
-
-        if rand() < 0.10:  # mentions, mostly at the start
-            for _ in range(1 + (rand() < 0.3)):
-                target_did = self._popular_did(rng)
-                mention = "@" + handle_for(target_did)
-                add(mention, len(mention), {"$type": "app.bsky.richtext.facet#mention", "did": target_did})
-        specials: list[tuple[str, int]] = []
-        if rand() < COMMON_WORD_RATE:
-            specials.append(("Coffee" if rand() < 0.2 else COMMON_WORD, 6))
-        if rand() < RARE_WORD_RATE:
-            specials.append((RARE_WORD, 7))
-        if rand() < PHRASE_RATE:
-            specials.append((PHRASE, 20))
-        if lang in ("ja", "zh") and rand() < LOCAL_WORD_RATE:
-            specials.append((CJK_WORD, 6))
-        if lang in ("ru", "uk") and rand() < LOCAL_WORD_RATE:
-            specials.append((CYRILLIC_WORD, 8))
-        insert_at = int(rand() * 8)
-        choice = rng.choice
-        count = 0
-        while nchars < target:
-            if count == insert_at and specials:
-                for word, blen in specials:
-                    add(word, blen)
-                specials = []
-            word = choice(words)
-            if nchars + len(word) + 1 > 250:
-                break
-            add(word, word_bytes[word])
-            count += 1
-        for word, blen in specials:
-            add(word, blen)
-        if rand() < 0.08:
-            domain = choice(DOMAINS)
-            uri = f"https://{domain}/{self._words(rng, 'en', 1 + int(rand() * 3)).replace(' ', '-')}"
-            shown = uri[8:] if len(uri) < 40 else uri[8:33] + "..."
-            add(shown, len(shown), {"$type": "app.bsky.richtext.facet#link", "uri": uri})
-        tags = [choice(TAGS) for _ in range(int(rand() * 3))] if rand() < 0.06 else []
-        if rand() < TAG_RATE:
-            tags.append(TAG)
-        for tag in dict.fromkeys(tags):
-            add("#" + tag, len(tag) + 1, {"$type": "app.bsky.richtext.facet#tag", "tag": tag})
-        if rand() < EMOJI_RATE:
-            add(EMOJI, 3)
-        elif rand() < 0.12:
-            emoji = choice(EMOJIS)
-            add(emoji, len(emoji.encode()))
-        return "".join(pieces), facets
-
-    def _embed(self, i: int, rng: random.Random) -> _Record:
+    def _embed(self, i: int, rng: random.Random, lang: str) -> _Record:
         """A post embed: images 55%, external link 20%, quote 11%, video 8%, quote with media 6%."""
         u = rng.random()
         if u < 0.55:
-            return self._images(rng)
+            return self._images(rng, lang)
         if u < 0.75:
-            domain = rng.choice(DOMAINS)
-            external: _Record = {"description": self._words(rng, "en", rng.randint(0, 30))}
+            domain = self._text.domain(rng)
+            external: _Record = {"description": self._text.words(rng, lang, rng.randint(0, 30))}
             if rng.random() < 0.6:
                 external["thumb"] = self._blob(rng, "image/jpeg", 10_000, 900_000)
-            external["title"] = self._words(rng, "en", rng.randint(2, 10)).title()
-            external["uri"] = f"https://{domain}/{self._words(rng, 'en', 3).replace(' ', '-')}"
+            external["title"] = self._text.words(rng, lang, rng.randint(2, 10)).title()
+            external["uri"] = f"https://{domain}/{self._text.words(rng, 'en', 3).replace(' ', '-')}"
             return {"$type": "app.bsky.embed.external", "external": external}
         if u < 0.86:
             ref = self._recent_post(i, rng)
@@ -255,13 +343,13 @@ class RecordMaker:
             return {"$type": "app.bsky.embed.video", "aspectRatio": {"height": 1920, "width": 1080},
                     "video": self._blob(rng, "video/mp4", 500_000, 50_000_000)}
         ref = self._recent_post(i, rng)
-        return {"$type": "app.bsky.embed.recordWithMedia", "media": self._images(rng),
+        return {"$type": "app.bsky.embed.recordWithMedia", "media": self._images(rng, lang),
                 "record": {"$type": "app.bsky.embed.record", "record": {"cid": ref.cid, "uri": ref.uri}}}
 
-    def _images(self, rng: random.Random) -> _Record:
+    def _images(self, rng: random.Random, lang: str) -> _Record:
         images = []
         for _ in range(1 + int(rng.random() ** 3 * 4)):
-            alt = self._words(rng, "en", rng.randint(2, 12)) if rng.random() < 0.3 else ""
+            alt = self._text.alt_text(rng, lang)
             width = rng.choice((1000, 1200, 1536, 2000))
             images.append({"alt": alt, "aspectRatio": {"height": int(width * rng.choice((0.5625, 0.75, 1, 1.333))),
                                                        "width": width},
@@ -292,8 +380,8 @@ class RecordMaker:
 
     def _list(self, i: int, header: bytes, rng: random.Random, created: int, did: str) -> tuple[_Record, str]:
         return ({"$type": "app.bsky.graph.list", "createdAt": self._iso(created),
-                 "description": self._words(rng, "en", rng.randint(0, 15)),
-                 "name": self._words(rng, "en", rng.randint(1, 4)).title(),
+                 "description": self._text.words(rng, "en", rng.randint(0, 15)),
+                 "name": self._text.words(rng, "en", rng.randint(1, 4)).title(),
                  "purpose": rng.choice(("app.bsky.graph.defs#curatelist", "app.bsky.graph.defs#modlist"))},
                 self._rkey(created, header))
 
@@ -301,7 +389,7 @@ class RecordMaker:
                      ) -> tuple[_Record, str]:
         return ({"$type": "app.bsky.graph.starterpack", "createdAt": self._iso(created), "feeds": [],
                  "list": self._at_uri(did, "app.bsky.graph.list", created, rng),
-                 "name": self._words(rng, "en", rng.randint(1, 4)).title(), "updatedAt": self._iso(created)},
+                 "name": self._text.words(rng, "en", rng.randint(1, 4)).title(), "updatedAt": self._iso(created)},
                 self._rkey(created, header))
 
     def _listblock(self, i: int, header: bytes, rng: random.Random, created: int, did: str) -> tuple[_Record, str]:

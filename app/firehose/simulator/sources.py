@@ -14,9 +14,10 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from firehose.simulator.clock import EVENTS_PER_DAY, Profile, parse_time
+from firehose.simulator.clock import parse_time
 from firehose.simulator.generator import EventGenerator
 from firehose.simulator.options import SimulatorOptions
+from firehose.simulator.profiles import profile_named
 
 UNBOUNDED = sys.maxsize
 """`Source.available()` of an unpaced source with no event limit."""
@@ -111,7 +112,8 @@ class GeneratedSource(Source):
     def describe(self) -> dict[str, Any]:
         gen = self.generator
         return {**super().describe(), "live": self.live, "seed": gen.seed, "start_us": gen.start_us,
-                "sim_rate": gen.profile.rate, "diurnal": gen.profile.diurnal}
+                "sim_rate": gen.profile.rate, "diurnal": gen.profile.diurnal,
+                "bursts": gen.profile.bursts is not None, "profile": gen.network.name}
 
 
 class ReplaySource(Source):
@@ -175,16 +177,18 @@ def build_source(options: SimulatorOptions, now_us: int | None = None) -> Source
         return ReplaySource(options.replay, rate=options.rate, loop=options.loop, limit=options.events)
     live = options.start == "now"
     start_us = (time.time_ns() // 1000 if now_us is None else now_us) if live else parse_time(options.start)
+    sim_rate: float | None
     if live:
         sim_rate = options.rate
     elif options.events is not None and options.days is not None:
         sim_rate = max(options.events, 1) / (options.days * 86_400)
     else:
-        sim_rate = options.rate or EVENTS_PER_DAY / 86_400
-    profile = Profile(rate=sim_rate, diurnal=options.diurnal, peak_ratio=options.peak_ratio)
+        sim_rate = options.rate or None  # None: the profile's day
+    network = profile_named(options.profile)
+    profile = network.timing(sim_rate, diurnal=options.diurnal, peak_ratio=options.peak_ratio, bursts=options.bursts)
     generator = EventGenerator(options.seed, start_us, profile, users=options.users,
                                jitter_us=int(options.jitter_ms * 1000),
-                               identity_handle_share=options.identity_handle_share)
+                               identity_handle_share=options.identity_handle_share, network=network)
     limit = options.events
     if limit is None and options.days is not None:
         limit = generator.index_at_or_after(start_us + int(options.days * 86_400e6))
