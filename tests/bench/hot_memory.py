@@ -7,7 +7,7 @@ events), lets a `HotTier` read it twice (two outage lengths, to check that the c
 the bytes the tier holds per hiding fact and per post (tracemalloc over the tier's state), then projects the memory
 per worker for an outage of `--outage-hours` at `--rate` events/s.
 
-    .venv/bin/python tests/bench/hot_memory.py [--rate 520] [--events 400000] [--outage-hours 24]
+    .venv/bin/python tests/bench/hot_memory.py [--profile real] [--rate 520] [--events 400000] [--outage-hours 24]
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from firehose.buffer import EVENT_FIELD, join_events
 from firehose.hot import HotTier
-from firehose.simulator.clock import Profile, parse_time
+from firehose.simulator.clock import parse_time
 from firehose.simulator.generator import EventGenerator
+from firehose.simulator.profiles import DEFAULT_PROFILE, PROFILES, profile_named
 from tests.conftest import start_redis, stop_process
 
 STREAM = "bench:hot"
@@ -63,13 +64,16 @@ def added_bytes(tier: HotTier) -> tuple[int, dict[str, int]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", choices=sorted(PROFILES), default=DEFAULT_PROFILE, help="network profile fed")
     parser.add_argument("--rate", type=float, default=520.0, help="events/s of the projected firehose")
     parser.add_argument("--events", type=int, default=400_000, help="events fed per step (two steps)")
     parser.add_argument("--max-posts", type=int, default=1_000_000, help="FIREHOSE_API_HOT_MAX_POSTS")
     parser.add_argument("--outage-hours", type=float, default=24.0)
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)  # the capped tier warns on every refresh that it dropped posts
-    generator = EventGenerator(7, parse_time("2026-05-25T00:00:00Z"), Profile(rate=args.rate))
+    network = profile_named(args.profile)
+    generator = EventGenerator(7, parse_time("2026-05-25T00:00:00Z"), network.timing(args.rate), network=network)
+    print(f"profile {network.describe()}")
     with tempfile.TemporaryDirectory() as tmp:
         server = start_redis(Path(tmp))
         try:
