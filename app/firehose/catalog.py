@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -63,39 +62,6 @@ class _Partition:
     mtime_ns: int
     files: dict[str, tuple[int, int, int]]
     summary: dict[str, int]
-
-
-def _partition_dirs(data_dir: Path, table: str) -> Iterator[tuple[str, str, int]]:
-    """(date, directory, mtime_ns) of each partition directory of `table` (one stat each)."""
-    try:
-        entries = list(os.scandir(storage.table_dir(data_dir, table)))
-    except FileNotFoundError:
-        return
-    for entry in entries:
-        match = storage.DATE_RE.match(entry.name)
-        if match is None or not entry.is_dir():
-            continue
-        try:
-            yield match.group(1), entry.path, entry.stat().st_mtime_ns
-        except FileNotFoundError:
-            continue  # removed meanwhile
-
-
-def _parquet_files(directory: str) -> dict[str, tuple[int, int]]:
-    """path -> (mtime_ns, size) of the Parquet files in `directory` (a file renamed away meanwhile is left out)."""
-    files = {}
-    try:
-        entries = list(os.scandir(directory))
-    except FileNotFoundError:
-        return {}
-    for entry in entries:
-        if entry.name.endswith(".parquet") and entry.is_file():
-            try:
-                st = entry.stat()
-            except FileNotFoundError:
-                continue
-            files[entry.path] = (st.st_mtime_ns, st.st_size)
-    return files
 
 
 class Remembered(Generic[T]):
@@ -275,10 +241,10 @@ class Catalog:
         directory's mtime), and each file's footer is read once (all new ones in one statement), so a call costs
         one stat per partition."""
         partitions = [(table, date, path, mtime_ns) for table in TABLE_NAMES
-                      for date, path, mtime_ns in _partition_dirs(self.data_dir, table)]
+                      for date, path, mtime_ns in storage.partition_dirs(self.data_dir, table)]
         with self._counts_lock:
             known = {p[2]: self._partitions.get(p[2]) for p in partitions}
-        changed = {path: _parquet_files(path) for _, _, path, mtime_ns in partitions
+        changed = {path: storage.parquet_file_stats(path) for _, _, path, mtime_ns in partitions
                    if (k := known[path]) is None or k.mtime_ns != mtime_ns}
         rows: dict[str, dict[str, int]] = {}
         for path, files in changed.items():

@@ -87,6 +87,41 @@ def partition_files(data_dir: Path, table: str, date: str) -> list[Path]:
     return sorted(part.glob("*.parquet")) if part.is_dir() else []
 
 
+def partition_dirs(data_dir: Path, table: str) -> Iterator[tuple[str, str, int]]:
+    """(date, directory, mtime_ns) of each partition directory of `table`, unordered (one stat each; `list_dates`
+    without the order, for callers that need the directories' mtimes)."""
+    try:
+        entries = list(os.scandir(table_dir(data_dir, table)))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        match = DATE_RE.match(entry.name)
+        if match is None or not entry.is_dir():
+            continue
+        try:
+            yield match.group(1), entry.path, entry.stat().st_mtime_ns
+        except FileNotFoundError:
+            continue  # removed meanwhile
+
+
+def parquet_file_stats(directory: str) -> dict[str, tuple[int, int]]:
+    """path -> (mtime_ns, size) of the Parquet files in the partition `directory` (`partition_files` with their
+    stats; a file renamed away meanwhile is left out)."""
+    files = {}
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return {}
+    for entry in entries:
+        if entry.name.endswith(".parquet") and entry.is_file():
+            try:
+                st = entry.stat()
+            except FileNotFoundError:
+                continue
+            files[entry.path] = (st.st_mtime_ns, st.st_size)
+    return files
+
+
 def ensure_layout(data_dir: Path) -> None:
     """Create the data directory, every table directory and the staging directory."""
     for table in TABLE_NAMES:

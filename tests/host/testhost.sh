@@ -35,11 +35,8 @@ HOSTNAME_=${TESTHOST_HOSTNAME:-firehose-test}
 VOLUME_SIZE=${TESTHOST_VOLUME_SIZE:-4G}
 BOOT_TIMEOUT=${TESTHOST_BOOT_TIMEOUT:-120}
 SUITE=bookworm
-MIRRORS=(
-  "deb http://deb.debian.org/debian bookworm main"
-  "deb http://deb.debian.org/debian bookworm-updates main"
-  "deb http://deb.debian.org/debian-security bookworm-security main"
-)
+# shellcheck source=.ci/debian-mirrors
+. "$REPO/.ci/debian-mirrors"
 # What a freshly created Hetzner Debian 12 server has that matters here, plus python3-apt so Ansible's apt
 # module need not bootstrap it. The roles install everything else.
 PACKAGES=systemd,systemd-sysv,dbus,openssh-server,python3,python3-apt,sudo,ca-certificates,iproute2,procps,e2fsprogs
