@@ -14,7 +14,8 @@
 # SCALE   fraction of the profile's events per simulated day (real: 45M; CI: SCALE=0.001, about 45k events)
 # TARGET  host = the booted test host (`make host-up` first); local = the `make run` stack on private ports here.
 #         The week and month runs always run here (the test host's 4 GiB volume does not hold them).
-# Exit status: 0 accounting exact, 1 accounting failed, 2 the run could not be carried out.
+# Exit status: 0 correct (accounting exact; day: no hidden or doubled row served, the newest post found), 1 a
+# correctness target failed, 2 the run could not be carried out. Speed targets are judged in REPORT.md only.
 
 SCALE                   ?= 1
 PROFILE                 ?= real

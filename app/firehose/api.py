@@ -27,6 +27,7 @@ import orjson
 import redis
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
+from firehose.buffer import Keys
 from firehose.config import ConfigError, Settings
 from firehose.csv_export import csv_header, csv_rows, truncation_row
 from firehose.export import ExportStream
@@ -143,7 +144,7 @@ class Api:
         self._lock = threading.Lock()
         hot = None
         if settings.api_hot_tier:
-            hot = HotTier(self.redis, settings.stream_key, min_interval=settings.api_hot_refresh_seconds,
+            hot = HotTier(self.redis, Keys.from_settings(settings), min_interval=settings.api_hot_refresh_seconds,
                           max_posts=settings.api_hot_max_posts)
         self.searcher = Searcher(settings, hot=hot)
         self.book = IdentityResolver(settings, self.searcher.identity_handles, self.searcher.identity_did)

@@ -4,9 +4,11 @@ Layout in Redis (key names from `Settings`):
 - `stream_key`: one entry per ingest batch: field `n` = how many events, field `e` = their JSON exactly as
   received (decompressed), joined by newlines (compact JSON has none; the ingester re-serialises the rare
   event that does). One entry per batch instead of per event makes both ends several times cheaper.
-- `cursor_key`: a hash `{time_us, updated_us, events_in, events_out, batch, batch_id}`: the resume cursor,
-  written atomically with the events it covers, event counters (`events_in - events_out` = events not yet
-  flushed), and the token and entry id of the last appended batch (so a retried append is not applied twice).
+- `cursor_key`: a hash `{time_us, updated_us, events_in, events_out, batch, batch_id, flushed_id}`: the resume
+  cursor, written atomically with the events it covers, event counters (`events_in - events_out` = events not yet
+  flushed), the token and entry id of the last appended batch (so a retried append is not applied twice), and
+  the id of the newest entry a committed flush batch holds (`flushed_id`: every entry up to it is in Parquet;
+  the API's hot tier serves only what comes after it).
 - `deadletter_key`: frames that are not valid events, fields `reason`, `frame`, `at_us`.
 - consumer group `flush_group` on `stream_key`, used by the flush; `<stream_key>:flush` holds the flush's
   in-flight batch range so a crashed batch is redone with exactly the same entries.
@@ -34,6 +36,7 @@ from firehose.config import Settings
 
 EVENT_FIELD = b"e"
 COUNT_FIELD = b"n"
+FLUSHED_FIELD = "flushed_id"  # in the cursor hash: the newest entry of the last committed flush batch
 SEPARATOR = b"\n"
 
 # KEYS: stream, cursor hash. ARGV: cursor time_us, now_us, event count, joined events, batch token.
@@ -118,6 +121,13 @@ def oom_is_backpressure() -> Iterator[None]:
         if _is_oom(exc):
             raise Backpressure(str(exc)) from exc
         raise
+
+
+def flushed_through(client: redis.Redis, keys: Keys) -> tuple[int, int] | None:
+    """The id of the newest entry that a committed flush batch wrote to Parquet (every older entry is there too), or
+    None before the first commit."""
+    raw = client.hget(keys.cursor, FLUSHED_FIELD)
+    return id_tuple(raw) if isinstance(raw, bytes) else None
 
 
 def unflushed_from(counts: Sequence[bytes | None]) -> int:
@@ -267,6 +277,8 @@ class Buffer:
         """Acknowledge a written batch of `events` events, trim what is safe, clear the in-flight record; atomic."""
         pipe = self.client.pipeline(transaction=True)
         pipe.hincrby(self.cursor_key, "events_out", events)
+        if ids:  # batches are consecutive and committed in order (a crashed one is redone first)
+            pipe.hset(self.cursor_key, FLUSHED_FIELD, ids[-1])
         for start in range(0, len(ids), 10_000):
             pipe.xack(self.stream, self.group, *ids[start:start + 10_000])
         if trim_below is not None:

@@ -100,12 +100,16 @@ class Hiding:
         self._checked = float("-inf")
         self._last: tuple[int, HotSnapshot | None, HiddenSet] | None = None
         self._version = 0
+        self._cut: tuple[int, int] | None = None
 
     def current(self, hot: HotSnapshot) -> HiddenSet:
-        """The rules for archived data as of now (re-read at most every `min_interval` s) plus `hot`."""
+        """The rules for archived data as of now plus `hot`. The archive is re-read at most every `min_interval` s,
+        and at once when `hot` was read after another flush batch committed: the tier no longer holds that batch's
+        deletions and account events, so the rules must have them from its files before a request is served."""
         with self._lock:
             now = self._clock()
-            if now - self._checked >= self._min_interval:
+            if now - self._checked >= self._min_interval or hot.flushed_through != self._cut:
+                self._cut = hot.flushed_through
                 self._checked = now
                 if self._reload_archive():
                     self._version += 1

@@ -1,18 +1,22 @@
 """The hot tier: what the buffer holds that the API can serve before the flush writes it to Parquet.
 
 The Redis stream keeps every event until a flush batch has written it and the trim has passed it (plus a recent
-tail the flush keeps on purpose). `HotTier` reads the stream incrementally (XRANGE after the last entry it saw),
-decodes the events with the flush's own routing (`schema.TableBatch`), and keeps, per stream entry range:
+tail the flush keeps on purpose, for the ingester's replay dedupe). The hot tier serves only the entries after
+the last committed flush batch (`buffer.flushed_through`): everything up to it is in Parquet, with its deletions
+and account events, so a worker neither reads nor holds the retained tail twice. `HotTier` reads the stream
+incrementally (XRANGE after the last entry it saw, from the flushed cut for a fresh worker), decodes the events
+with the flush's own routing (`schema.TableBatch`), and keeps, per 10 s of stream time:
 
 - the posts, as Arrow tables in the `posts` schema (so the query layer runs the same SQL over them as over the
-  Parquet files);
+  Parquet files), each URI once (a replay delivers a post twice);
 - the post URIs that delete events name, and the account and identity events (for the hiding rules and handles).
 
-Entries the flush trimmed are dropped from the tier: by then their rows are in Parquet. A post may for a moment be
-in both (written, not yet trimmed); the query layer serves the hot copy and skips the Parquet one, so every post
-is served exactly once. `refresh()` returns an immutable `HotSnapshot`; it reads Redis at most once per
-`min_interval` seconds per process, and never raises: when Redis cannot be read the previous snapshot is served
-and `snapshot.error` says why.
+Only the flush batch in flight (written, not yet committed) and the rest of the 10 s segment a committed batch
+ended in can put a post in both tiers for a moment; the query layer serves the hot copy and skips the Parquet
+one, so every post is served exactly once. Events are filtered on
+their bytes before they are parsed: likes, follows and reposts (most of the firehose) never reach the JSON parser.
+`refresh()` returns an immutable `HotSnapshot`; it reads Redis at most once per `min_interval` seconds per process,
+and never raises: when Redis cannot be read the previous snapshot is served and `snapshot.error` says why.
 """
 
 from __future__ import annotations
@@ -29,16 +33,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import redis
 
-from firehose.buffer import EVENT_FIELD, id_tuple, split_events
+from firehose.buffer import EVENT_FIELD, Keys, flushed_through, id_tuple, split_events
 from firehose.schema import TABLES, TableBatch
 
 log = logging.getLogger(__name__)
 
 POST_COLLECTION = "app.bsky.feed.post"
-READ_ENTRIES = 200  # stream entries per XRANGE call (each holds one ingest batch)
+READ_ENTRIES = 16  # stream entries per XRANGE call (each holds one ingest batch: up to FIREHOSE_INGEST_BATCH events)
 SEGMENT_MS = 10_000  # entries are grouped by 10 s of stream time: trimming drops whole groups
 
 StreamId = tuple[int, int]
+# the bytes one of the events the tier keeps must contain (compact or not, Jetstream writes these JSON strings)
+_WANTED = (b'"app.bsky.feed.post"', b'"account"', b'"identity"')
 
 
 def post_uri(did: str, rkey: str) -> str:
@@ -70,10 +76,15 @@ class Segment:
 
     first: StreamId
     last: StreamId
-    posts: pa.Table
+    posts: pa.Table  # each URI once, and none that an older segment of the tier holds
     deleted_uris: frozenset[str]
     accounts: tuple[AccountEvent, ...]
     identities: tuple[IdentityEvent, ...]
+
+    @property
+    def uris(self) -> list[str]:
+        """The URIs of the segment's posts."""
+        return self.posts.column("uri").to_pylist()
 
 
 EMPTY_POSTS = TABLES["posts"].schema.empty_table()
@@ -92,6 +103,7 @@ class HotSnapshot:
     oldest_time_us: int | None = None
     read_at: float = 0.0  # time.monotonic() of the last successful read
     error: str | None = None
+    flushed_through: StreamId | None = None  # the buffer's flushed cut when read: the tier holds what is after it
 
     @property
     def post_count(self) -> int:
@@ -102,9 +114,33 @@ class HotSnapshot:
 @dataclass
 class _State:
     segments: list[Segment] = field(default_factory=list)
+    uris: set[str] = field(default_factory=set)  # the URIs of every segment's posts
     after: bytes | None = None  # the last entry id read
+    cut: StreamId | None = None  # the flushed cut of the last read
     snapshot: HotSnapshot = field(default_factory=HotSnapshot)
     checked: float = float("-inf")
+
+    def drop(self, keep: Callable[[Segment], bool]) -> bool:
+        """Drop the segments `keep` refuses (and their URIs); True when any was dropped."""
+        kept = [s for s in self.segments if keep(s)]
+        if len(kept) == len(self.segments):
+            return False
+        for segment in self.segments:
+            if not keep(segment):
+                self.uris.difference_update(segment.uris)
+        self.segments = kept
+        return True
+
+    def add(self, segment: Segment) -> None:
+        """Append `segment` without the posts an older segment holds (merged into the newest segment when both fall
+        in the same SEGMENT_MS of stream time)."""
+        segment = _without(segment, self.uris)
+        self.uris.update(segment.uris)
+        last = self.segments[-1] if self.segments else None
+        if last is not None and last.last[0] // SEGMENT_MS == segment.first[0] // SEGMENT_MS:
+            self.segments[-1] = merge_segments([last, segment])
+        else:
+            self.segments.append(segment)
 
 
 def decode_entries(entries: Iterable[tuple[bytes, bytes]]) -> Segment | None:
@@ -116,6 +152,8 @@ def decode_entries(entries: Iterable[tuple[bytes, bytes]]) -> Segment | None:
         last = id_tuple(entry_id)
         first = first or last
         for raw in split_events(blob):
+            if not any(marker in raw for marker in _WANTED):
+                continue  # a like, follow, repost, ...: nothing the tier keeps
             try:
                 event = orjson.loads(raw)
             except orjson.JSONDecodeError:
@@ -125,7 +163,7 @@ def decode_entries(entries: Iterable[tuple[bytes, bytes]]) -> Segment | None:
     if first is None or last is None:
         return None
     posts = [t for (table, _), t in found.batch.tables().items() if table == "posts"]
-    table = pa.concat_tables(posts) if posts else EMPTY_POSTS
+    table = _unique_posts(posts)
     return Segment(first, last, table, frozenset(found.deleted), tuple(found.accounts), tuple(found.identities))
 
 
@@ -165,8 +203,9 @@ class _Found:
 
 
 def merge_segments(segments: list[Segment]) -> Segment:
-    """One segment holding what consecutive `segments` hold (first post of a URI wins)."""
-    posts = _unique_posts([s.posts for s in segments])
+    """One segment holding what consecutive `segments` (no URI in two of them) hold."""
+    tables = [s.posts for s in segments if s.posts.num_rows]
+    posts = pa.concat_tables(tables) if tables else EMPTY_POSTS
     return Segment(
         segments[0].first, segments[-1].last, posts,
         frozenset().union(*(s.deleted_uris for s in segments)),
@@ -190,29 +229,39 @@ def _unique_posts(tables: list[pa.Table]) -> pa.Table:
     return table if len(keep) == table.num_rows else table.take(keep)
 
 
-def snapshot_of(segments: list[Segment], read_at: float) -> HotSnapshot:
-    """The immutable view of `segments`."""
-    if not segments:
-        return HotSnapshot(read_at=read_at)
-    merged = merge_segments(segments)
+def _without(segment: Segment, uris: set[str]) -> Segment:
+    """`segment` without the posts whose URI is in `uris`."""
+    if not uris or not segment.posts.num_rows:
+        return segment
+    mask = [u not in uris for u in segment.uris]
+    if all(mask):
+        return segment
+    return dataclasses.replace(segment, posts=segment.posts.filter(pa.array(mask, pa.bool_())))
+
+
+def snapshot_of(state: _State, read_at: float) -> HotSnapshot:
+    """The immutable view of what `state` holds."""
+    if not state.segments:
+        return HotSnapshot(read_at=read_at, flushed_through=state.cut)
+    merged = merge_segments(state.segments)
     posts = merged.posts
     oldest = newest = None
     if posts.num_rows:
         bounds = pc.min_max(posts.column("time_us"))
         oldest, newest = bounds["min"].as_py(), bounds["max"].as_py()
-    return HotSnapshot(posts, merged.deleted_uris, merged.accounts, merged.identities,
-                       frozenset(posts.column("uri").to_pylist()), newest_time_us=newest, oldest_time_us=oldest,
-                       read_at=read_at)
+    return HotSnapshot(posts, merged.deleted_uris, merged.accounts, merged.identities, frozenset(state.uris),
+                       newest_time_us=newest, oldest_time_us=oldest, read_at=read_at, flushed_through=state.cut)
 
 
 class HotTier:
     """The hot tier of one API worker: refreshed on demand, at most once per `min_interval` seconds."""
 
-    def __init__(self, client_factory: Callable[[], redis.Redis], stream_key: str, *, min_interval: float = 1.0,
+    def __init__(self, client_factory: Callable[[], redis.Redis], keys: Keys, *, min_interval: float = 1.0,
                  max_posts: int = 1_000_000, clock: Callable[[], float] = time.monotonic) -> None:
         self._client_factory = client_factory
         self._client: redis.Redis | None = None
-        self._stream = stream_key
+        self._keys = keys
+        self._stream = keys.stream
         self._min_interval = min_interval
         self._max_posts = max_posts
         self._clock = clock
@@ -235,7 +284,7 @@ class HotTier:
                 state.snapshot = dataclasses.replace(state.snapshot, error=f"the buffer cannot be read: {exc}")
                 return state.snapshot
             if changed or state.snapshot.error:
-                state.snapshot = snapshot_of(state.segments, now)
+                state.snapshot = snapshot_of(state, now)
             else:
                 state.snapshot = dataclasses.replace(state.snapshot, read_at=now, error=None)
             return state.snapshot
@@ -246,43 +295,40 @@ class HotTier:
         return self._client
 
     def _read(self, state: _State) -> bool:
-        """Drop trimmed segments, append new entries; True when anything changed."""
+        """Drop what the flush committed or trimmed, append new entries; True when anything changed."""
         client = self._redis()
+        cut = flushed_through(client, self._keys)  # read before the stream: what it names is in Parquet by now
         oldest = client.xrange(self._stream, count=1)
-        changed = False
+        changed = cut != state.cut
+        state.cut = cut
         if not oldest:  # empty (or deleted) stream: nothing is hot
-            changed = bool(state.segments)
+            changed |= bool(state.segments)
             state.segments.clear()
+            state.uris.clear()
+            state.after = None
             return changed
-        first = id_tuple(oldest[0][0])
-        kept = [s for s in state.segments if s.last >= first]
-        if len(kept) != len(state.segments):
-            state.segments = kept
-            changed = True
-        if state.after is not None and id_tuple(state.after) < first:
-            state.after = None  # everything we had was trimmed
-        start = b"(" + state.after if state.after is not None else b"-"
-        entries: list[tuple[bytes, bytes]] = []
+        floor = id_tuple(oldest[0][0])
+        if cut is not None:
+            floor = max(floor, (cut[0], cut[1] + 1))
+        # a segment reaching past the cut stays whole: its flushed posts are the in-flight overlap `View` skips
+        changed |= state.drop(lambda s: s.last >= floor)
+        if state.after is not None and id_tuple(state.after) < floor:
+            state.after = None  # everything read so far is flushed or trimmed
+        start = b"(" + state.after if state.after is not None else f"{floor[0]}-{floor[1]}".encode()
         while True:
             rows = client.xrange(self._stream, min=start, max="+", count=READ_ENTRIES)
             if not rows:
                 break
-            entries += [(eid, fields.get(EVENT_FIELD, b"")) for eid, fields in rows]
-            start = b"(" + rows[-1][0]
-            if len(rows) < READ_ENTRIES:
-                break
-        if entries:
+            entries = [(eid, fields.get(EVENT_FIELD, b"")) for eid, fields in rows]
             state.after = entries[-1][0]
+            start = b"(" + state.after
             for group in _by_bucket(entries):
                 segment = decode_entries(group)
-                if segment is None:
-                    continue
-                last = state.segments[-1] if state.segments else None
-                if last is not None and last.last[0] // SEGMENT_MS == segment.first[0] // SEGMENT_MS:
-                    state.segments[-1] = merge_segments([last, segment])
-                else:
-                    state.segments.append(segment)
-                changed = True
+                if segment is not None:
+                    state.add(segment)
+                    changed = True
+            if len(rows) < READ_ENTRIES:
+                break
         self._cap(state)
         return changed
 
@@ -297,6 +343,7 @@ class HotTier:
             if not segment.posts.num_rows:
                 continue
             total -= segment.posts.num_rows
+            state.uris.difference_update(segment.uris)
             state.segments[i] = dataclasses.replace(segment, posts=EMPTY_POSTS)
             log.warning("hot tier over %d posts (is the flush running?): dropped the posts up to %d-%d, kept their "
                         "deletions and account events", self._max_posts, *segment.last)

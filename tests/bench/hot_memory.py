@@ -25,14 +25,16 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from firehose.buffer import EVENT_FIELD, join_events
+from firehose.buffer import EVENT_FIELD, Keys, join_events
 from firehose.hot import HotTier
 from firehose.simulator.clock import parse_time
 from firehose.simulator.generator import EventGenerator
 from firehose.simulator.profiles import DEFAULT_PROFILE, PROFILES, profile_named
 from tests.conftest import start_redis, stop_process
 
-STREAM = "bench:hot"
+KEYS = Keys(stream="bench:hot", cursor="bench:hot:cursor", deadletter="bench:hot:dead", deadletter_maxlen=1,
+            group="flush")
+STREAM = KEYS.stream
 ENTRY_EVENTS = 500  # events per stream entry (the ingester appends one entry per batch)
 
 
@@ -79,8 +81,8 @@ def main() -> int:
         try:
             client = server.client()
             # a cap of 1 post isolates the hiding facts; a second tier without cap measures the posts
-            facts_tier = HotTier(server.client, STREAM, min_interval=0, max_posts=1)
-            posts_tier = HotTier(server.client, STREAM, min_interval=0, max_posts=10**9)
+            facts_tier = HotTier(server.client, KEYS, min_interval=0, max_posts=1)
+            posts_tier = HotTier(server.client, KEYS, min_interval=0, max_posts=10**9)
             steps = []
             facts_bytes = all_bytes = 0
             for step in (1, 2):

@@ -10,7 +10,11 @@
 5. freshness: the simulator live at 1,000 events/s -> ingester -> Redis, no flush at all, the API under Gunicorn
    serving the hot tier: how old the newest post /search shows is when asked (p50/p95: the time from an event's
    creation to its being searchable, plus up to one polling interval), and /search p50 while the hot tier fills.
-6. index: `--index-days` generated days (posts only, compacted: each day indexed), the index build CPU time per day
+6. overlap: one day in Parquet whose newest `--overlap-tail` events were flushed by the real flush but are still
+   in Redis (the tail it keeps for the replay dedupe: 60k events is 2 min at the real rate; 800k a catch-up),
+   plus 5,000 unflushed events; /search p50 with the hot tier on against the same searches with it off, same
+   archive and Redis, and a fresh API's first search in both.
+7. index: `--index-days` generated days (posts only, compacted: each day indexed), the index build CPU time per day
    and per 300k-event flush batch, its size against the posts Parquet, and /search p50 over 1 and 7 days through
    the index and, with the index moved away, through the scan.
 
@@ -131,10 +135,16 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def write_day(data_dir: Path, events: int, chunk: int = 200_000) -> tuple[int, float]:
-    """Generate one day of events and write them with the flush's writer; return raw bytes and seconds."""
+def day_generator(events: int) -> EventGenerator:
+    """The generator of a day of `events` events from DAY_START."""
+    return EventGenerator(seed=11, start_us=DAY_START_US, profile=Profile(rate=events / 86_400, diurnal=True))
+
+
+def write_day(data_dir: Path, events: int, chunk: int = 200_000, day_events: int | None = None) -> tuple[int, float]:
+    """Generate the first `events` events of a day of `day_events` (default: `events`) and write them with the
+    flush's writer, compacted; return raw bytes and seconds."""
     settings = Settings.from_env({"FIREHOSE_DATA_DIR": str(data_dir)})
-    generator = EventGenerator(seed=11, start_us=DAY_START_US, profile=Profile(rate=events / 86_400, diurnal=True))
+    generator = day_generator(day_events or events)
     storage.ensure_layout(data_dir)
     raw_bytes = 0
     started = time.perf_counter()
@@ -208,6 +218,38 @@ def bench_freshness(work: Path, rate: int, seconds: float) -> dict[str, float]:
     return {"lag_p50_s": statistics.median(lags), "lag_p95_s": lags[int(0.95 * (len(lags) - 1))],
             "samples": len(lags), "search_p50_ms": statistics.median(latencies),
             "search_p95_ms": latencies[int(0.95 * (len(latencies) - 1))], "hot_posts": hot_posts}
+def bench_overlap(work: Path, archive_events: int, tail_events: int, fresh_events: int = 5_000,
+                  repetitions: int = 15) -> dict[str, dict[str, dict[str, float]]]:
+    """/search latency with the hot tier on and off over the same archive and Redis, whose stream still holds
+    `tail_events` flushed events (and `fresh_events` unflushed ones)."""
+    total = archive_events + tail_events + fresh_events
+    data = work / f"overlap-{tail_events}"
+    write_day(data, archive_events, day_events=total)
+    server = start_redis(work / f"overlap-redis-{tail_events}")
+    try:
+        settings = Settings.from_env({"FIREHOSE_REDIS_URL": server.url, "FIREHOSE_DATA_DIR": str(data),
+                                      "FIREHOSE_FLUSH_TRIM_KEEP_SECONDS": "86400"})
+        buffer = Buffer(server.client(), settings)
+        generator = day_generator(total)
+
+        def append(first: int, last: int) -> None:
+            for start in range(first, last, 1000):
+                buffer.append([orjson.dumps(e) for e in generator.iter_events(start, min(last, start + 1000))], 1)
+
+        append(archive_events, archive_events + tail_events)
+        flushed = Flusher(settings, buffer).run_once().events  # the real flush: written, indexed, kept in Redis
+        append(archive_events + tail_events, total)
+        print(f"  overlap: {flushed:,} events flushed and still in the buffer ({buffer.length():,} entries), "
+              f"{buffer.unflushed_events():,} unflushed")
+        out = {}
+        for hot in ("true", "false"):
+            extra = {"FIREHOSE_REDIS_URL": server.url, "FIREHOSE_API_HOT_TIER": hot}
+            out[hot] = api_latency(data, DAY_QUERIES, repetitions, extra)
+    finally:
+        stop_process(server.proc)
+    return out
+
+
 def write_days(data_dir: Path, days: int, events_per_day: int, chunk: int = 300_000) -> None:
     """`days` generated days ending with DAY_START's day, written with the flush's writer and compacted (which
     builds each day's full-text index)."""
@@ -270,11 +312,13 @@ def bench_index(work: Path, days: int, events_per_day: int, repetitions: int = 1
                       f"({r['rows']} rows)")
 
 
-def api_latency(data: Path, queries: dict[str, dict[str, str]], repetitions: int) -> dict[str, dict[str, float]]:
-    """Warm /search latency of each query (first request discarded) from a fresh Gunicorn over `data`."""
+def api_latency(data: Path, queries: dict[str, dict[str, str]], repetitions: int,
+                env_extra: dict[str, str] | None = None) -> dict[str, dict[str, float]]:
+    """Warm /search latency of each query (first request discarded, its time kept as `first_ms`: the first one
+    of all is a fresh API process's) from a fresh Gunicorn over `data`."""
     port = free_port()
     env = {**os.environ, "FIREHOSE_DATA_DIR": str(data), "FIREHOSE_API_BIND": f"127.0.0.1:{port}",
-           "FIREHOSE_PLC_URL": "", "FIREHOSE_REDIS_URL": "redis://127.0.0.1:1/0"}
+           "FIREHOSE_PLC_URL": "", "FIREHOSE_REDIS_URL": "redis://127.0.0.1:1/0", **(env_extra or {})}
     gunicorn = Path(sys.executable).with_name("gunicorn")
     api = subprocess.Popen([str(gunicorn), "-c", "python:firehose.gunicorn_conf", "firehose.api:create_app()"],
                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -289,12 +333,24 @@ def api_latency(data: Path, queries: dict[str, dict[str, str]], repetitions: int
                 with urllib.request.urlopen(url, timeout=120) as response:
                     rows = len(json.load(response)["results"])
                 timings.append((time.perf_counter() - t0) * 1000)
-            timings = sorted(timings[1:])
+            first, timings = timings[0], sorted(timings[1:])
             results[name] = {"p50_ms": statistics.median(timings), "p95_ms": timings[int(0.95 * (len(timings) - 1))],
-                             "rows": rows}
+                             "rows": rows, "first_ms": first}
     finally:
         stop_process(api)
     return results
+
+
+def print_overlap(tail: int, figures: dict[str, dict[str, dict[str, float]]]) -> None:
+    """One line per query: p50 with the hot tier on and off, and their ratio (target: on within 10% of off)."""
+    on, off = figures["true"], figures["false"]
+    first_on, first_off = next(iter(on.values()))["first_ms"], next(iter(off.values()))["first_ms"]
+    print(f"overlap: {tail:,} flushed events still buffered; a fresh API's first search {first_on:.0f} ms hot on, "
+          f"{first_off:.0f} ms off")
+    for name in on:
+        ratio = on[name]["p50_ms"] / off[name]["p50_ms"]
+        print(f"overlap: {name:13} p50 hot on {on[name]['p50_ms']:7.1f} ms, off {off[name]['p50_ms']:7.1f} ms: "
+              f"{ratio:.2f}x   target <= 1.10x")
 
 
 def main() -> int:
@@ -308,10 +364,20 @@ def main() -> int:
     parser.add_argument("--index-day-events", type=int, default=1_000_000,
                         help="events per day for the index figures (8.1M is a full day)")
     parser.add_argument("--only-index", action="store_true", help="only the index figures")
+    parser.add_argument("--overlap-archive-events", type=int, default=2_000_000,
+                        help="events of the day in Parquet for the overlap figures (0 = skip them)")
+    parser.add_argument("--overlap-tail", type=int, nargs="*", default=[60_000, 800_000],
+                        help="flushed events still in the buffer, one overlap run each")
+    parser.add_argument("--only-overlap", action="store_true", help="only the overlap figures")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="firehose-bench-"))
     try:
         print(f"machine: {os.cpu_count()} cores; work dir {work}")
+        if args.overlap_archive_events:
+            for tail in args.overlap_tail:
+                print_overlap(tail, bench_overlap(work, args.overlap_archive_events, tail))
+        if args.only_overlap:
+            return 0
         if args.index_days:
             bench_index(work, args.index_days, args.index_day_events)
         if args.only_index:

@@ -10,7 +10,7 @@ import duckdb
 import orjson
 import pytest
 
-from firehose.buffer import Buffer
+from firehose.buffer import Buffer, Keys
 from firehose.config import Settings
 from firehose.flush import Flusher
 from firehose.hiding import Hiding
@@ -66,7 +66,7 @@ def settings(redis_server: RedisServer, tmp_path: Path) -> Settings:
 
 
 def tier(settings: Settings, redis_server: RedisServer) -> HotTier:
-    return HotTier(redis_server.client, settings.stream_key, min_interval=0)
+    return HotTier(redis_server.client, Keys.from_settings(settings), min_interval=0)
 
 
 def uris(snapshot: HotSnapshot) -> list[str]:
@@ -112,7 +112,7 @@ def test_deletes_and_account_events_in_the_buffer(settings: Settings, redis_serv
 
 def test_refresh_is_throttled_and_survives_a_dead_redis(settings: Settings, redis_server: RedisServer) -> None:
     now = [0.0]
-    hot = HotTier(redis_server.client, settings.stream_key, min_interval=5, clock=lambda: now[0])
+    hot = HotTier(redis_server.client, Keys.from_settings(settings), min_interval=5, clock=lambda: now[0])
     Buffer.connect(settings).append([post("did:plc:a", "1", "x")], 1)
     assert hot.refresh().post_count == 1
     Buffer.connect(settings).append([post("did:plc:a", "2", "y")], 1)
@@ -172,7 +172,7 @@ def test_inactive_accounts_are_hidden_until_active_again(settings: Settings, red
 def test_the_cap_drops_posts_never_the_hiding_facts(settings: Settings, redis_server: RedisServer) -> None:
     """The flush is down and newer posts push the tier past its cap: the old deletion and deactivation stay."""
     client = redis_server.client()
-    hot = HotTier(redis_server.client, settings.stream_key, min_interval=0, max_posts=2)
+    hot = HotTier(redis_server.client, Keys.from_settings(settings), min_interval=0, max_posts=2)
     old = [post("did:plc:a", "1", "old"), delete_post("did:plc:z", "9"), account("did:plc:y", False, "deactivated")]
     client.xadd(settings.stream_key, {b"e": b"\n".join(old)}, id="1000000-0")
     for i in range(5):  # each in its own 10 s segment, newer than the deletion
@@ -181,3 +181,61 @@ def test_the_cap_drops_posts_never_the_hiding_facts(settings: Settings, redis_se
     assert snap.post_count <= 2
     assert post_uri("did:plc:z", "9") in snap.deleted_uris
     assert [(a.did, a.active) for a in snap.accounts] == [("did:plc:y", False)]
+
+
+@pytest.fixture
+def keep_tail(redis_server: RedisServer, tmp_path: Path) -> Settings:
+    """Settings whose flush keeps a long tail in the buffer after each batch (the real replay-dedupe tail)."""
+    return Settings.from_env({"FIREHOSE_REDIS_URL": redis_server.url, "FIREHOSE_DATA_DIR": str(tmp_path / "data"),
+                              "FIREHOSE_FLUSH_TRIM_KEEP_SECONDS": "3600"})
+
+
+def test_a_flushed_post_leaves_the_tier_though_the_buffer_keeps_it(keep_tail: Settings,
+                                                                   redis_server: RedisServer) -> None:
+    buffer = Buffer.connect(keep_tail)
+    hot = HotTier(redis_server.client, Keys.from_settings(keep_tail), min_interval=0)
+    buffer.append([post("did:plc:a", "1", "flushed"), delete_post("did:plc:z", "1")], 1)
+    assert hot.refresh().post_count == 1
+    Flusher(keep_tail, buffer).run_once()
+    assert buffer.length() == 1  # still in Redis: the tail is kept
+    buffer.append([post("did:plc:a", "2", "new")], 1)
+    snap = hot.refresh()
+    assert uris(snap) == [post_uri("did:plc:a", "2")]  # the flushed post is served from Parquet only
+    assert snap.uris == {post_uri("did:plc:a", "2")} and not snap.deleted_uris
+    assert snap.flushed_through is not None
+    fresh = HotTier(redis_server.client, Keys.from_settings(keep_tail), min_interval=0).refresh()
+    assert uris(fresh) == [post_uri("did:plc:a", "2")]  # a fresh worker starts at the flushed cut
+
+
+def test_a_deletion_just_committed_stays_hidden(settings: Settings, redis_server: RedisServer) -> None:
+    """The flush commits (and, keeping no tail, trims) the batch holding a deletion: the first request after it
+    already has the deletion from the batch's files, though the archive's rules were read less than
+    `min_interval` ago."""
+    buffer = Buffer.connect(settings)
+    buffer.append([post("did:plc:a", "1", "x")], 1)
+    Flusher(settings, buffer).run_once()
+    hot = HotTier(redis_server.client, Keys.from_settings(settings), min_interval=0)
+    hiding = Hiding(settings.data_dir, duckdb.connect().cursor, min_interval=3600)
+    assert keep(hiding.current(hot.refresh()), "did:plc:a", "1")
+    buffer.append([delete_post("did:plc:a", "1"), account("did:plc:b", False, "deactivated")], 1)
+    assert not keep(hiding.current(hot.refresh()), "did:plc:a", "1")  # from the buffer
+    Flusher(settings, buffer).run_once()
+    snap = hot.refresh()
+    assert not snap.deleted_uris and not snap.accounts and buffer.length() == 0
+    rules = hiding.current(snap)
+    assert not keep(rules, "did:plc:a", "1")  # from the batch's Parquet, at once
+    assert "did:plc:b" in rules.inactive_dids
+
+
+def test_a_replay_after_the_cut_is_hot_once(keep_tail: Settings, redis_server: RedisServer) -> None:
+    """A post delivered again after its first copy was flushed is served once (from the tier, skipped in Parquet)."""
+    buffer = Buffer.connect(keep_tail)
+    hot = HotTier(redis_server.client, Keys.from_settings(keep_tail), min_interval=0)
+    event = post("did:plc:a", "1", "again")
+    buffer.append([event, post("did:plc:a", "2", "other")], 1)
+    hot.refresh()
+    Flusher(keep_tail, buffer).run_once()
+    buffer.append([event], 1)
+    buffer.append([event], 1)
+    snap = hot.refresh()
+    assert uris(snap) == [post_uri("did:plc:a", "1")] and snap.uris == {post_uri("did:plc:a", "1")}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from firehose.buffer import EVENT_FIELD, Buffer
+from firehose.buffer import EVENT_FIELD, Buffer, Keys
 from firehose.config import Settings
 from firehose.filters import Filters
 from firehose.flush import Flusher
@@ -36,7 +36,7 @@ def settings_for(redis_server: RedisServer, tmp_path: Path, keep_seconds: int = 
 
 
 def searcher_for(settings: Settings, redis_server: RedisServer) -> Searcher:
-    return Searcher(settings, hot=HotTier(redis_server.client, settings.stream_key, min_interval=0))
+    return Searcher(settings, hot=HotTier(redis_server.client, Keys.from_settings(settings), min_interval=0))
 
 
 def filters_of(needles: tuple[str, ...] = (), author_did: str | None = None, sort: str = "latest") -> Filters:

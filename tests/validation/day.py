@@ -8,8 +8,9 @@ The same orchestration drives both targets (`local.LocalDayTarget`, `host.HostDa
 2. the target's ingester reads it; at 35% of the events it is killed with SIGKILL, at 70% stopped with
    SIGTERM, and started again each time, so it resumes from its cursor minus the rewind and the simulator
    delivers the rewound events a second time (the deliberate replays);
-3. the target's flush runs on its cadence until the buffer is drained; then the day is compacted (as the
-   daily compaction timer would) and counted, and the query suite runs against the target's API.
+3. the target's flush runs on its cadence until the buffer is drained; the query suite runs over the day as the
+   flush left it (today: its batch files and the batch-updated index), then the day is compacted (as the daily
+   compaction timer would) and counted, and the query suite runs again against the target's API.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 import re
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -28,7 +30,15 @@ from tests.validation import probe
 from tests.validation.accounting import Accounting, simulator_accounting
 from tests.validation.queries import Api, build_suite, iso, run_suite
 from tests.validation.simulator import SimSpec, Simulator, replayed_bytes, replayed_ranges
-from tests.validation.trusted import FreshnessProbe, freshness_figures, hidden_truth, served_hidden
+from tests.validation.trusted import (
+    FreshnessProbe,
+    Truth,
+    fresh_post,
+    freshness_figures,
+    hidden_truth,
+    newest_servable_post,
+    served_hidden,
+)
 
 FLUSH_BATCH = re.compile(r"batch (\S+)\.\.(\S+): (\d+) (?:entries|events), (\d+) duplicates, (\d+) files, ([\d.]+) KiB "
                          r"in ([\d.]+)s")
@@ -108,6 +118,7 @@ class DayOutcome:
     timings: dict[str, float]
     notes: list[str]
     trusted: dict[str, Any] = field(default_factory=dict)
+    queries_uncompacted: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def parse_flush_batches(log_text: str) -> list[dict[str, Any]]:
@@ -190,18 +201,26 @@ def run_day(params: DayParams, target: DayTarget, sim_factory: Callable[[SimSpec
     t0 = time.monotonic()
     sim = sim_factory(spec, target.sim_host)
     say(f"simulator: {spec.events:,} events over 1 simulated day from {spec.start} at {sim.url}")
-    target.start(sim.url, params.rewind_seconds, params.flush_interval)
-    timeout = max(600.0, spec.events / 2000)
-    api = target.api()  # up while the ingester works: the freshness probe polls it (served from the hot tier)
-    with FreshnessProbe(api.base_url, sim_window(spec)) as freshness:
-        restarts, ends = drive_ingest(sim, target, spec.events, say, timeout)
-    timings["ingest_s"] = time.monotonic() - t0
+    generator = spec.generator()
+    pool = ThreadPoolExecutor(1, thread_name_prefix="truth")  # the ground truth, computed while the ingester works
+    try:
+        truth = pool.submit(hidden_truth, spec.generator(), spec.events)
+        target.start(sim.url, params.rewind_seconds, params.flush_interval)
+        timeout = max(600.0, spec.events / 2000)
+        api = target.api()  # up while the ingester works: the freshness probe polls it (served from the hot tier)
+        with FreshnessProbe(api.base_url, sim_window(spec)) as freshness:
+            restarts, ends = drive_ingest(sim, target, spec.events, say, timeout)
+        timings["ingest_s"] = time.monotonic() - t0
+        newest = newest_post_check(target, spec, truth, say)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)  # a failed run does not wait for the truth
     stats = sim.stats()
     ingest = ingest_figures(target.samples(), target.stream_state())
     recognised = sum(r["duplicates_recognised_before"] for r in restarts) + target.ingest_duplicates()
     timings["drain_wait_s"] = wait_drained(target, params.flush_interval * 3 + spec.events / 5000, say)
     target.finish_ingest()
     flushed_bytes = target.parquet_bytes_before_compaction()
+    today = run_today(params, target, spec, say, timings)
     t1 = time.monotonic()
     timings["compact_s"] = target.compact()
     say(f"  compacted the day in {time.monotonic() - t1:.1f}s")
@@ -209,7 +228,6 @@ def run_day(params: DayParams, target: DayTarget, sim_factory: Callable[[SimSpec
     batches = parse_flush_batches(target.flush_log())
     starts = sim.connection_starts()
     ranges = replayed_ranges(starts, ends)
-    generator = spec.generator()
     raw = int(stats["bytes_produced"]) - replayed_bytes(generator, ranges)
     flush_dropped = sum(b["duplicates"] for b in batches)
     duplicate = int(stats["events_produced"]) - (int(stats["highest_index_sent"]) + 1)
@@ -226,9 +244,9 @@ def run_day(params: DayParams, target: DayTarget, sim_factory: Callable[[SimSpec
     say(f"accounting: generated {accounting.events_generated:,}, duplicate {accounting.events_duplicate:,}, "
         f"stored {accounting.events_stored:,} -> {'OK' if accounting.ok else 'FAILED'}")
     queries, analytics = run_queries(params, target, spec, say, timings)
-    trusted = trusted_figures(target, spec, generator, freshness, say)
+    trusted = {**trusted_figures(target, spec, truth.result(), freshness, say), "fresh_post": newest}
     return DayOutcome(params, accounting, raw, counts["bytes"], ingest, batches, target.samples(), queries,
-                      analytics, target.peak_rss_mb(), restarts, timings, notes, trusted)
+                      analytics, target.peak_rss_mb(), restarts, timings, notes, trusted, today)
 
 
 def sim_window(spec: SimSpec) -> dict[str, str]:
@@ -237,20 +255,45 @@ def sim_window(spec: SimSpec) -> dict[str, str]:
     return {"start": iso(end_day - dt.timedelta(days=max(1, int(spec.days)))), "end": iso(end_day)}
 
 
-def trusted_figures(target: DayTarget, spec: SimSpec, generator: Any, freshness: FreshnessProbe,
+def newest_post_check(target: DayTarget, spec: SimSpec, truth: Future[Truth], say: Say) -> dict[str, Any]:
+    """The run's newest servable post, looked up as soon as the ingester stored it (it must be found)."""
+    found = fresh_post(target.api().base_url, newest_servable_post(spec.generator(), spec.events, truth.result()),
+                       sim_window(spec))
+    if found["found"]:
+        say(f"  the newest post of the run is served {found['seconds']:.2f} s after it was stored ({found['uri']})")
+    elif found["found"] is False:
+        say(f"  the newest post of the run ({found['uri']}) was NOT served within the deadline")
+    return found
+
+
+def trusted_figures(target: DayTarget, spec: SimSpec, truth: Truth, freshness: FreshnessProbe,
                     say: Callable[[str], None]) -> dict[str, Any]:
     """Hidden posts served (against the generator's ground truth; must be 0) and the freshness lag."""
-    truth = hidden_truth(generator, spec.events)
     window = sim_window(spec)
     searches = [{**window, **q} for q in ({}, {"text": COMMON_WORD}, {"sort": "oldest"}, {"tag": TAG})]
     hidden = served_hidden(target.api().base_url, searches, window, truth)
     fresh = freshness_figures(freshness, target.samples())
     lag = fresh["lag_s"] or {"p50": float("nan"), "p95": float("nan")}
-    say(f"trusted search: {hidden['served_hidden']} hidden posts served of {hidden['rows_checked']:,} rows checked "
+    say(f"trusted search: {hidden['served_hidden']} hidden posts and {hidden['served_doubled']} doubled rows served "
+        f"of {hidden['rows_checked']:,} rows checked "
         f"({hidden['archived_posts_deleted']:,} archived posts deleted, {hidden['archived_posts_by_inactive']:,} by "
         f"inactive accounts, in the ground truth); freshness lag p50 {lag['p50']:.2f} s, p95 {lag['p95']:.2f} s "
         f"({fresh['polls']} polls while ingesting)")
     return {"hidden": hidden, "freshness": fresh}
+
+
+def run_today(params: DayParams, target: DayTarget, spec: SimSpec, say: Say,
+              timings: dict[str, float]) -> dict[str, dict[str, Any]]:
+    """The HTTP suite over the day as the flush left it, before its compaction: every batch file and the index
+    the flush updated batch by batch (how "today" is served all day long)."""
+    end_day = dt.datetime.fromtimestamp(spec.end_us / 1e6, tz=dt.UTC).date()
+    suite = build_suite(end_day, int(spec.days), target.username())
+    say(f"query suite over the day before its compaction: {len(suite)} requests x ({params.cold_reps} cold + "
+        f"{params.warm_reps} warm)")
+    t0 = time.monotonic()
+    queries = run_suite(target.api(), suite, params.warm_reps, params.cold_reps, say)
+    timings["http_queries_uncompacted_s"] = time.monotonic() - t0
+    return queries
 
 
 def run_queries(params: DayParams, target: DayTarget, spec: SimSpec, say: Callable[[str], None],

@@ -2,7 +2,9 @@
 
 Writes `results/<run-id>/` (summary.json, REPORT.md, PNG plots, logs/) and points `results/latest` at it.
 A week, month or history run that stops before its end keeps its data; `--resume` with the same run id carries on.
-Exit status: 0 when the accounting is exact, 1 when it is not, 2 when the run could not be carried out.
+Exit status: 0 when every correctness target is met (exact accounting; for a day run also no hidden or doubled
+row served and the newest post found), 1 when one is not, 2 when the run could not be carried out. Speed targets
+are judged in REPORT.md, never in the exit status.
 See docs/validation.md.
 """
 
@@ -55,6 +57,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--start", default="2026-05-25T00:00:00Z", help="first simulated day (default 2026-05-25)")
     p.add_argument("--keep-data", action="store_true", help="keep the Parquet data and Redis files of the run")
     p.add_argument("--days", type=int, default=365, help="history run: simulated days (default 365)")
+    p.add_argument("--inject", choices=("lose-deletes",), default=None,
+                   help="day run, local target: a fault proving the exit status (lose-deletes: the archived "
+                        "deletions vanish after the count, so deleted posts are served and the run exits 1)")
     p.add_argument("--resume", action="store_true",
                    help="week/month/history: carry on the unfinished run --run-id (its data was kept)")
     args = p.parse_args(argv)
@@ -64,6 +69,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.error("--days must be in [1, 3650]")
     if args.resume and (args.kind == "day" or not args.run_id):
         p.error("--resume carries on a week, month or history run: give its --run-id (make ... RUN_ID=... RESUME=1)")
+    if args.inject and (args.kind != "day" or args.target != "local"):
+        p.error("--inject is for day runs on the local target")
     if args.target == "host" and args.kind != "day":
         p.error("week, month and history runs write straight to Parquet on this machine; use --target local "
                 "(the test host's 4 GiB volume does not hold a month at scale 1 either)")
@@ -92,7 +99,8 @@ def day_result(outcome: day.DayOutcome, args: argparse.Namespace, target_name: s
     return RunResult("day", args.run_id, target_name, path, params, outcome.accounting, outcome.raw_json_bytes,
                      outcome.parquet_bytes, ingest["events_per_s"], note, outcome.flush_batches, outcome.samples,
                      outcome.queries, outcome.analytics, outcome.peak_rss_mb, outcome.timings, machine,
-                     target_machine, outcome.restarts, notes=outcome.notes, trusted=outcome.trusted)
+                     target_machine, outcome.restarts, notes=outcome.notes, trusted=outcome.trusted,
+                     queries_uncompacted=outcome.queries_uncompacted)
 
 
 LOCAL_DAY_PATH = (
@@ -107,7 +115,7 @@ LOCAL_DAY_PATH = (
 def run_day_local(args: argparse.Namespace, logs: Path, work: Path, say: day.Say) -> RunResult:
     params = day_params(args)
     with Processes(logs, local.base_env(work, 0)) as procs:
-        target = local.LocalDayTarget(procs, work)
+        target = (local.LosingDeletes if args.inject == "lose-deletes" else local.LocalDayTarget)(procs, work)
         outcome = day.run_day(params, target, local.local_simulator(procs), say)
     return day_result(outcome, args, "local", LOCAL_DAY_PATH, flush_note=target.flush_note,
                       machine=this_machine(work), target_machine={})
@@ -181,11 +189,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{summary['events_stored']:,}; storage ratio {summary['storage_ratio']}; ingest "
         f"{summary['ingest_events_per_s']:,} events/s; flush p50/p95 {summary['flush_batch_seconds_p50']}/"
         f"{summary['flush_batch_seconds_p95']} s")
-    if not result.accounting.ok:
-        for problem in result.accounting.problems():
-            say(f"ACCOUNTING FAILED: {problem}")
+    problems = result.problems()
+    for problem in problems:
+        say(f"CORRECTNESS FAILED: {problem}")
+    if problems:
         return 1
-    say("accounting exact: every generated event stored once")
+    say("correct: every generated event stored once" + (", nothing hidden or doubled served, the newest post found"
+                                                        if result.trusted else ""))
     return 0
 
 

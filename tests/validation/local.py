@@ -232,3 +232,14 @@ def local_simulator(procs: Processes) -> Any:
         return Simulator.start(procs, spec, host, free_port(host))
 
     return factory
+
+
+class LosingDeletes(LocalDayTarget):
+    """A local target that loses the archived deletions right after the count (`--inject lose-deletes`): the
+    accounting stays exact, but the API then serves deleted posts, and the run must exit 1 for it."""
+
+    def count(self, start_us: int, end_us: int) -> dict[str, Any]:
+        counted = super().count(start_us, end_us)
+        for path in (self.work / "data").glob("deletes/date=*/*.parquet"):
+            path.unlink()
+        return counted

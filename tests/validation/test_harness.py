@@ -135,6 +135,23 @@ def test_tiny_local_day_run(tmp_path: Path) -> None:
     assert "Profile real: 45,000,000 events a day" in (out / "REPORT.md").read_text()
 
 
+@pytest.mark.slow
+def test_a_day_run_that_serves_a_deleted_post_fails(tmp_path: Path) -> None:
+    """`--inject lose-deletes` deletes the archived deletions after the count: the accounting is still exact, the
+    API serves deleted posts, and the run exits 1 naming them (a correctness target, not a speed one)."""
+    status = harness.main(["day", "--target", "local", "--scale", "0.001", "--run-id", "lossy", "--inject",
+                           "lose-deletes", "--results", str(tmp_path / "results"), "--work", str(tmp_path / "work"),
+                           "--flush-interval", "2", "--warm-reps", "1", "--cold-reps", "1", "--analytics-reps", "1"])
+    out = tmp_path / "results" / "lossy"
+    data = json.loads((out / "summary.json").read_text())
+    hidden = data["extra"]["trusted_search"]["hidden"]
+    assert data["events_stored"] == data["events_generated"] - data["events_duplicate"]  # the accounting is exact
+    assert hidden["served_deleted"] > 0 and hidden["served_doubled"] == 0
+    assert data["extra"]["trusted_search"]["fresh_post"]["found"] is True
+    assert status == 1
+    assert "**NOT MET**" in (out / "REPORT.md").read_text()
+
+
 def test_history_report_has_the_index_targets_and_the_growth_plot(tmp_path: Path) -> None:
     queries = {}
     for days, ms in ((1, 20.0), (7, 25.0), (30, 40.0), (90, 60.0)):

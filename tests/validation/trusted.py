@@ -3,7 +3,10 @@
 - `hidden_truth(generator, n)`: the generator's ground truth of what must never be served: the posts a delete
   event names, and the accounts whose latest account event says inactive.
 - `served_hidden(base_url, ...)`: every row the /search suite's first pages and a full /export return, checked
-  against that truth; the count of hidden rows served must be 0.
+  against that truth; the count of hidden rows served must be 0, and so must the rows served twice (a URI twice
+  in one page or one export).
+- `fresh_post(base_url, ...)`: the newest post of the run that may be served, looked up by its author right after
+  the ingester stored it (from the hot tier, before any flush): it must be found.
 - `FreshnessProbe`: while the ingester works, polls /search for the newest post and times a common-word search
   (served from the hot tier and the archive together). With the stream samples (cursor `time_us` over wall time),
   `freshness_figures` turns the polls into the lag between the ingester storing an event and /search showing it.
@@ -18,6 +21,7 @@ import itertools
 import json
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
@@ -77,24 +81,69 @@ def _get(url: str, timeout: float = 600.0) -> tuple[str, bytes]:
 def served_hidden(base_url: str, searches: list[dict[str, str]], export_params: dict[str, str],
                   truth: Truth) -> dict[str, Any]:
     """Rows served by the first page of each search and by one export, and how many of them are hidden."""
-    checked = deleted = inactive = 0
+    checked = deleted = inactive = doubled = 0
     for params in searches:
         _, body = _get(f"{base_url}/search?" + urllib.parse.urlencode(params))
-        for row in json.loads(body)["results"]:
+        page = json.loads(body)["results"]
+        doubled += len(page) - len({row["uri"] for row in page})
+        for row in page:
             checked += 1
             deleted += row["uri"] in truth.deleted_uris
             inactive += row["did"] in truth.inactive_dids
     _, body = _get(f"{base_url}/export?" + urllib.parse.urlencode({**export_params, "raw": "true"}))
     exported = 0
+    seen: set[str] = set()
     for row in csv.DictReader(io.StringIO(body.decode("utf-8"), newline="")):
+        if not row.get("uri", "").startswith("at://"):
+            continue  # the trailer row of a cut export (there is none within the cap)
         exported += 1
+        doubled += row["uri"] in seen
+        seen.add(row["uri"])
         deleted += row["uri"] in truth.deleted_uris
         inactive += row["did"] in truth.inactive_dids
     return {"rows_checked": checked + exported, "rows_exported": exported, "served_deleted": deleted,
-            "served_inactive": inactive, "served_hidden": deleted + inactive,
+            "served_inactive": inactive, "served_hidden": deleted + inactive, "served_doubled": doubled,
             "deleted_posts_in_truth": len(truth.deleted_uris), "inactive_accounts_in_truth": len(truth.inactive_dids),
             "archived_posts_deleted": truth.created_and_deleted,
             "archived_posts_by_inactive": truth.created_by_inactive}
+
+
+def newest_servable_post(generator: EventGenerator, events: int, truth: Truth, look_back: int = 20_000
+                         ) -> tuple[str, str, int] | None:
+    """(uri, did, time_us) of the last post created among events [0, events) that the truth lets be served."""
+    newest = None
+    for g in generator.iter_generated(max(0, events - look_back), events):
+        if g.kind == "commit" and g.collection == POST:
+            event = orjson.loads(g.json)
+            uri = f"at://{g.did}/{POST}/{event['commit']['rkey']}"
+            if event["commit"]["operation"] == "create" and not truth.hides(uri, g.did):
+                newest = (uri, g.did, g.time_us)
+    return newest
+
+
+def fresh_post(base_url: str, newest: tuple[str, str, int] | None, window: dict[str, str],
+               deadline_s: float = 60.0) -> dict[str, Any]:
+    """Look the run's newest servable post (`newest_servable_post`) up by its author (`author=<did>`) until it is
+    served or `deadline_s` passes: {"found": bool, "seconds": time to find it, "uri": ...}. Called as soon as the
+    ingester has stored the last event, so the post is served from the hot tier (the flush may not have run yet)."""
+    if newest is None:
+        return {"found": None, "seconds": None, "uri": None, "note": "the run made no servable post"}
+    uri, did, _ = newest
+    url = f"{base_url}/search?" + urllib.parse.urlencode({"author": did, "limit": "50", **window})
+    started = time.monotonic()
+    while True:
+        try:
+            _, body = _get(url, timeout=60)
+            if any(row["uri"] == uri for row in json.loads(body)["results"]):
+                return {"found": True, "seconds": round(time.monotonic() - started, 2), "uri": uri}
+        except urllib.error.HTTPError as exc:
+            if exc.code < 500:
+                raise  # the request is wrong: waiting will not help
+        except OSError:
+            pass  # the API is busy or restarting: try again until the deadline
+        if time.monotonic() - started > deadline_s:
+            return {"found": False, "seconds": None, "uri": uri}
+        time.sleep(0.5)  # polling cadence of a wait on a condition (the post being served), bounded by the deadline
 
 
 class FreshnessProbe:
