@@ -18,11 +18,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from firehose.simulator.profiles import DEFAULT_PROFILE, profile_named
 from firehose.simulator.vocabulary import COMMON_WORD, TAG
@@ -43,6 +44,7 @@ from tests.validation.trusted import (
 FLUSH_BATCH = re.compile(r"batch (\S+)\.\.(\S+): (\d+) (?:entries|events), (\d+) duplicates, (\d+) files, ([\d.]+) KiB "
                          r"in ([\d.]+)s")
 Say = Callable[[str], None]
+T = TypeVar("T")
 RESTART_PLAN: tuple[tuple[str, float], ...] = (("kill", 0.35), ("term", 0.70))
 """(how, fraction of the events sent) of each deliberate ingester restart: SIGKILL, then SIGTERM."""
 
@@ -202,18 +204,14 @@ def run_day(params: DayParams, target: DayTarget, sim_factory: Callable[[SimSpec
     sim = sim_factory(spec, target.sim_host)
     say(f"simulator: {spec.events:,} events over 1 simulated day from {spec.start} at {sim.url}")
     generator = spec.generator()
-    pool = ThreadPoolExecutor(1, thread_name_prefix="truth")  # the ground truth, computed while the ingester works
-    try:
-        truth = pool.submit(hidden_truth, spec.generator(), spec.events)
-        target.start(sim.url, params.rewind_seconds, params.flush_interval)
-        timeout = max(600.0, spec.events / 2000)
-        api = target.api()  # up while the ingester works: the freshness probe polls it (served from the hot tier)
-        with FreshnessProbe(api.base_url, sim_window(spec)) as freshness:
-            restarts, ends = drive_ingest(sim, target, spec.events, say, timeout)
-        timings["ingest_s"] = time.monotonic() - t0
-        newest = newest_post_check(target, spec, truth, say)
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)  # a failed run does not wait for the truth
+    truth = in_background(hidden_truth, spec.generator(), spec.events)  # the ground truth, while the ingester works
+    target.start(sim.url, params.rewind_seconds, params.flush_interval)
+    timeout = max(600.0, spec.events / 2000)
+    api = target.api()  # up while the ingester works: the freshness probe polls it (served from the hot tier)
+    with FreshnessProbe(api.base_url, sim_window(spec)) as freshness:
+        restarts, ends = drive_ingest(sim, target, spec.events, say, timeout)
+    timings["ingest_s"] = time.monotonic() - t0
+    newest = newest_post_check(target, spec, truth, say)
     stats = sim.stats()
     ingest = ingest_figures(target.samples(), target.stream_state())
     recognised = sum(r["duplicates_recognised_before"] for r in restarts) + target.ingest_duplicates()
@@ -253,6 +251,20 @@ def sim_window(spec: SimSpec) -> dict[str, str]:
     """The simulated days as /search's start and end parameters (midnight UTC to midnight UTC)."""
     end_day = dt.datetime.fromtimestamp(spec.end_us / 1e6, tz=dt.UTC).date()
     return {"start": iso(end_day - dt.timedelta(days=max(1, int(spec.days)))), "end": iso(end_day)}
+
+
+def in_background(fn: Callable[..., T], *args: Any) -> Future[T]:
+    """`fn(*args)` in a daemon thread: an interrupted run exits without waiting for it (a thread pool would)."""
+    future: Future[T] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # handed to whoever waits for the result
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name=getattr(fn, "__name__", "background"), daemon=True).start()
+    return future
 
 
 def newest_post_check(target: DayTarget, spec: SimSpec, truth: Future[Truth], say: Say) -> dict[str, Any]:
