@@ -6,6 +6,7 @@
 #   make validate-week  [SCALE=1] [RUN_ID=...]                       generated straight into the flush's writer, here
 #   make validate-month [SCALE=1] [RUN_ID=...]                       the same over 30 days
 #   make validate-history [DAYS=365] [SCALE=0.005] [RUN_ID=...]     the same over DAYS days; search p50 vs days searched
+#   make validate-catchup [HOURS=6] [RUN_ID=...]                     the ingester back from an outage of HOURS, here
 #                                                                    (10 warm and 3 cold reps unless given)
 #
 # RESUME=1 with the RUN_ID of a week, month or history run that stopped early carries it on (its data was kept).
@@ -27,6 +28,7 @@ COLD_REPS               ?= 20
 VALIDATE_ARGS           ?=
 RESUME                  ?=
 DAYS                    ?= 365
+HOURS                   ?= 6
 # validate-history's own defaults, unless SCALE, WARM_REPS or COLD_REPS are given on the command line
 given = $(if $(filter command line environment,$(origin $(1))),$($(1)),$(2))
 
@@ -35,7 +37,7 @@ VALIDATE_RUN = $(if $(RUN_ID),--run-id '$(RUN_ID)') $(if $(RESUME),--resume)
 VALIDATE_COMMON = --scale $(SCALE) --profile $(PROFILE) $(VALIDATE_RUN) --warm-reps $(WARM_REPS) \
   --cold-reps $(COLD_REPS) $(VALIDATE_ARGS)
 
-.PHONY: validate-day validate-week validate-month validate-history test-validation
+.PHONY: validate-day validate-week validate-month validate-history validate-catchup test-validation
 
 validate-day: deps venv ## 1 simulated day (45M x SCALE events; PROFILE=seed: 8.1M), real pipeline on TARGET=host|local
 	$(VALIDATE) day --target $(TARGET) --flush-interval $(VALIDATE_FLUSH_INTERVAL) $(VALIDATE_COMMON)
@@ -49,6 +51,9 @@ validate-month: venv ## 30 simulated days (1.35B x SCALE events; PROFILE=seed: 2
 validate-history: venv ## DAYS simulated days (default 365 at SCALE 0.005): search p50 against the days searched
 	$(VALIDATE) history --target local --days $(DAYS) --scale $(call given,SCALE,0.005) --profile $(PROFILE) $(VALIDATE_RUN) \
 	  --warm-reps $(call given,WARM_REPS,10) --cold-reps $(call given,COLD_REPS,3) $(VALIDATE_ARGS)
+
+validate-catchup: deps venv ## the ingester back from a HOURS (6) h outage catches up with the live simulator, here
+	$(VALIDATE) catchup --target local --hours $(HOURS) --profile $(PROFILE) $(VALIDATE_RUN) $(VALIDATE_ARGS)
 
 test-validation: deps venv ## the validation harness's own checks (accounting, summary keys, a tiny local run)
 	$(BIN)/pytest -q tests/validation

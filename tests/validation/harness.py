@@ -1,4 +1,4 @@
-"""Scaled validation runs: `python -m tests.validation.harness day|week|month|history [--scale S] [--target ...]`.
+"""Scaled validation runs: `python -m tests.validation.harness day|week|month|history|catchup [--scale S] ...`.
 
 Writes `results/<run-id>/` (summary.json, REPORT.md, PNG plots, logs/) and points `results/latest` at it.
 A week, month or history run that stops before its end keeps its data; `--resume` with the same run id carries on.
@@ -21,13 +21,13 @@ from pathlib import Path
 from types import FrameType
 
 from firehose.simulator.profiles import DEFAULT_PROFILE, PROFILES, profile_named
-from tests.validation import bulk, day, local
+from tests.validation import bulk, catchup, day, local
 from tests.validation.procs import Processes
-from tests.validation.report import RunResult, this_machine, write_all
+from tests.validation.report import RunResult, point_latest, this_machine, write_all
 from tests.validation.simulator import profile_params
 
 REPO = Path(__file__).resolve().parents[2]
-KINDS = {"day": 1, "week": 7, "month": 30, "history": 0}  # history: --days
+KINDS = {"day": 1, "week": 7, "month": 30, "history": 0, "catchup": 0}  # history: --days; catchup: --hours
 
 
 class RunFailed(RuntimeError):
@@ -43,11 +43,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="network profile of the simulated days (default %(default)s)")
     p.add_argument("--target", choices=("local", "host"), default="local",
                    help="local: the make-run stack on private ports here; host: the booted test host")
-    p.add_argument("--run-id", default="", help="results/<run-id> (default <kind>-<scale>-<target>-<UTC time>)")
+    p.add_argument("--run-id", default="",
+                   help="results/<run-id> (default <kind>-<scale or hours>-<target>-<UTC time>)")
     p.add_argument("--results", type=Path, default=REPO / "results", help="results root (default ./results)")
     p.add_argument("--work", type=Path, default=REPO / "var" / "validation", help="data and Redis of runs")
-    p.add_argument("--flush-interval", type=float, default=30.0,
-                   help="day run: seconds between flushes (the appliance's timer: 300; default 30)")
+    p.add_argument("--flush-interval", type=float, default=None,
+                   help="day and catch-up runs: seconds between flushes (the appliance's timer: 300; default 30 for "
+                        "a day, 300 for a catch-up)")
+    p.add_argument("--hours", type=float, default=6.0,
+                   help="catch-up run: hours of the outage the ingester catches up from (default 6)")
+    p.add_argument("--rate", type=float, default=0.0,
+                   help="catch-up run: the live rate in events/s (default 0: the profile's mean, real 520.8)")
+    p.add_argument("--follow-seconds", type=float, default=60.0,
+                   help="catch-up run: seconds live after catching up, before the accounting (default 60)")
+    p.add_argument("--maxmemory-mb", type=int, default=4096,
+                   help="catch-up run: Redis maxmemory (default 4096: the appliance's on a CX32)")
     p.add_argument("--warm-reps", type=int, default=20, help="warm repetitions per HTTP query (default 20)")
     p.add_argument("--cold-reps", type=int, default=20,
                    help="cold repetitions per HTTP query, each on a freshly started API (default 20)")
@@ -71,10 +81,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.error("--resume carries on a week, month or history run: give its --run-id (make ... RUN_ID=... RESUME=1)")
     if args.inject and (args.kind != "day" or args.target != "local"):
         p.error("--inject is for day runs on the local target")
+    if args.flush_interval is None:
+        args.flush_interval = 300.0 if args.kind == "catchup" else 30.0
+    if args.kind == "catchup" and not 0 < args.hours <= 72:
+        p.error("--hours must be in (0, 72]")
     if args.target == "host" and args.kind != "day":
         p.error("week, month and history runs write straight to Parquet on this machine; use --target local "
                 "(the test host's 4 GiB volume does not hold a month at scale 1 either)")
-    args.run_id = args.run_id or (f"{args.kind}-{args.scale:g}-{args.target}-"
+    size = f"{args.hours:g}h" if args.kind == "catchup" else f"{args.scale:g}"
+    args.run_id = args.run_id or (f"{args.kind}-{size}-{args.target}-"
                                   f"{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%SZ')}")
     return args
 
@@ -139,6 +154,23 @@ def day_params(args: argparse.Namespace) -> day.DayParams:
 
 
 
+def run_catchup(args: argparse.Namespace, out: Path, logs: Path, work: Path, say: day.Say) -> int:
+    """A catch-up run and its report; the exit status (0 correct, 1 not)."""
+    params = catchup.CatchupParams(hours=args.hours, rate=args.rate, seed=args.seed, profile=args.profile,
+                                   flush_interval=args.flush_interval, maxmemory_mb=args.maxmemory_mb,
+                                   follow_s=args.follow_seconds)
+    with Processes(logs, local.base_env(work, 0)) as procs:
+        outcome = catchup.run_catchup(params, procs, work, say)
+    catchup.write_report(outcome, out, args.run_id, this_machine(work))
+    point_latest(args.results, out)
+    say(f"wrote {out}/REPORT.md and summary.json; caught up {params.hours:g} h in {outcome.catchup_s:,.0f} s "
+        f"({outcome.speed:.1f}x real time); Redis peak {outcome.redis_peak_mb:,.0f} MB of "
+        f"{outcome.redis_maxmemory_mb:,.0f} MB")
+    for problem in outcome.problems():
+        say(f"CORRECTNESS FAILED: {problem}")
+    return 1 if outcome.problems() else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     signal.signal(signal.SIGTERM, raise_on_sigterm)
@@ -160,9 +192,14 @@ def main(argv: list[str] | None = None) -> int:
     def say(message: str) -> None:
         print(f"[{time.monotonic() - started:7.1f}s] {message}", flush=True)
 
-    say(f"validation run {args.run_id}: {args.kind}, scale {args.scale:g}, target {args.target}, profile "
+    size = f"a {args.hours:g} h outage" if args.kind == "catchup" else f"scale {args.scale:g}"
+    say(f"validation run {args.run_id}: {args.kind}, {size}, target {args.target}, profile "
         f"{profile_named(args.profile).describe()}")
     try:
+        if args.kind == "catchup":
+            status = run_catchup(args, out, logs, work, say)
+            finished = True
+            return status
         if args.kind == "day":
             runner = run_day_host if args.target == "host" else run_day_local
             result = runner(args, logs, work, say)
@@ -177,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"the run could not be completed: {exc} (traceback in {logs / 'error.txt'})")
         return 2
     finally:
-        if args.kind != "day" and not finished:
+        if args.kind not in ("day", "catchup") and not finished:
             say(f"the data so far is kept in {work}: carry on with `--resume --run-id {args.run_id}` "
                 f"(make validate-{args.kind} ... RUN_ID={args.run_id} RESUME=1), or delete it")
         elif not args.keep_data:

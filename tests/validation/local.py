@@ -103,9 +103,10 @@ class LocalDayTarget:
     sim_host = "127.0.0.1"
     flush_note = "`firehose flush --loop {interval}` (the systemd timer's cadence, shortened from 300 s)"
 
-    def __init__(self, procs: Processes, work: Path) -> None:
+    def __init__(self, procs: Processes, work: Path, redis_extra: tuple[str, ...] = ()) -> None:
         self.procs = procs
         self.work = work
+        self.redis_extra = redis_extra  # more redis-server flags (e.g. a maxmemory)
         self.redis_port = free_port()
         self.env = base_env(work, self.redis_port)
         self.metrics_port = 0
@@ -123,7 +124,7 @@ class LocalDayTarget:
     # -- pipeline ----------------------------------------------------------------------------------------------
 
     def start(self, sim_url: str, rewind_seconds: float, flush_interval: float) -> None:
-        redis = self.procs.start("redis", redis_argv(self.redis_port, self.work / "redis"))
+        redis = self.procs.start("redis", [*redis_argv(self.redis_port, self.work / "redis"), *self.redis_extra])
         wait_for_port(self.redis_port)
         self._client = probe.redis_client(self.env["FIREHOSE_REDIS_URL"])
         self._targets.update(redis=f"pid:{redis.pid}")
@@ -160,6 +161,10 @@ class LocalDayTarget:
 
     def stream_state(self) -> dict[str, Any]:
         return probe.stream_state(self._client, STREAM, GROUP)
+
+    def redis(self) -> Any:
+        """The run's Redis client (after `start`)."""
+        return self._client
 
     def newest_event(self) -> str | None:
         return probe.newest_event(self._client, STREAM)

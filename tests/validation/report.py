@@ -612,9 +612,13 @@ def write_all(result: RunResult, out: Path, results_root: Path) -> dict[str, Any
     (out / "summary.json").write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
     made = plots(result, out)
     (out / "REPORT.md").write_text(report_markdown(result, made))
-    latest = results_root / "latest"
+    point_latest(results_root, out)
+    return data
+
+
+def point_latest(results_root: Path, out: Path) -> None:
+    """Point `results/latest` at the run directory `out`, atomically."""
     tmp = results_root / f".latest.{os.getpid()}"
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(out.name)
-    os.replace(tmp, latest)
-    return data
+    os.replace(tmp, results_root / "latest")

@@ -152,6 +152,21 @@ def test_a_day_run_that_serves_a_deleted_post_fails(tmp_path: Path) -> None:
     assert "**NOT MET**" in (out / "REPORT.md").read_text()
 
 
+@pytest.mark.slow
+def test_tiny_catchup_run(tmp_path: Path) -> None:
+    """An ingester back from a 72 s outage catches up with the live simulator: every event once, a report."""
+    status = harness.main(["catchup", "--hours", "0.02", "--flush-interval", "5", "--follow-seconds", "3",
+                           "--run-id", "catchup", "--results", str(tmp_path / "results"), "--work",
+                           str(tmp_path / "work")])
+    out = tmp_path / "results" / "catchup"
+    data = json.loads((out / "summary.json").read_text())
+    assert status == 0, data["problems"]
+    assert data["backlog_events"] > 20_000 and data["catchup_s"] > 0
+    assert data["events_stored"] == data["events_generated"] > data["backlog_events"]  # and the live ones after
+    assert data["searches"]["errors"] == 0
+    assert "catch-up speed" in (out / "REPORT.md").read_text()
+
+
 def test_history_report_has_the_index_targets_and_the_growth_plot(tmp_path: Path) -> None:
     queries = {}
     for days, ms in ((1, 20.0), (7, 25.0), (30, 40.0), (90, 60.0)):

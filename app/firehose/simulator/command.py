@@ -57,6 +57,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--loop", action="store_true", help="with --replay: start over at the end, forever")
     parser.add_argument("--start-on-connect", action="store_true",
                         help="paced modes: the clock starts with the first subscriber, not at server start")
+    parser.add_argument("--backlog-hours", type=float, default=0.0,
+                        help="live mode: the events begin this many hours before the server starts (an outage "
+                             "to catch up from: connect with an old cursor, or cursor=1 for the first event)")
 
 
 def options_from_args(args: argparse.Namespace) -> SimulatorOptions:
@@ -67,6 +70,7 @@ def options_from_args(args: argparse.Namespace) -> SimulatorOptions:
         bursts=args.bursts, users=args.users,
         jitter_ms=args.jitter_ms, identity_handle_share=args.identity_handle_share,
         dns_port=args.dns_port or None, replay=args.replay, loop=args.loop, start_on_connect=args.start_on_connect,
+        backlog_hours=args.backlog_hours,
     )
 
 

@@ -41,6 +41,9 @@ class SimulatorOptions:
     replay: Path | None = None
     loop: bool = False
     start_on_connect: bool = False
+    backlog_hours: float = 0.0
+    """Live mode: the events begin this long before the server starts, so a subscriber whose cursor is that old
+    (an ingester back from an outage) has that much to catch up, then follows live."""
 
     def validate(self) -> None:
         """Reject combinations that cannot run, saying which flag to change."""
@@ -66,6 +69,11 @@ class SimulatorOptions:
                              "follows the wall clock at --rate events per second")
         if self.start != "now":
             parse_time(self.start)
+        if not 0 <= self.backlog_hours <= 72 or not math.isfinite(self.backlog_hours):
+            raise ValueError(f"--backlog-hours must be between 0 and 72 (Jetstream keeps about 24-36 h), got "
+                             f"{self.backlog_hours}")
+        if self.backlog_hours and self.start != "now":
+            raise ValueError("--backlog-hours is for live mode (--start now): a backlog behind the wall clock")
         if self.loop:
             raise ValueError("--loop only applies to --replay")
 

@@ -176,7 +176,8 @@ def build_source(options: SimulatorOptions, now_us: int | None = None) -> Source
     if options.replay is not None:
         return ReplaySource(options.replay, rate=options.rate, loop=options.loop, limit=options.events)
     live = options.start == "now"
-    start_us = (time.time_ns() // 1000 if now_us is None else now_us) if live else parse_time(options.start)
+    now = time.time_ns() // 1000 if now_us is None else now_us
+    start_us = now - int(options.backlog_hours * 3_600e6) if live else parse_time(options.start)
     sim_rate: float | None
     if live:
         sim_rate = options.rate
