@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO / "app"))
 
 from tests.bench.run import DAY_QUERIES as QUERIES  # noqa: E402
 from tests.bench.run import write_day  # noqa: E402
-from tests.conftest import free_port, start_redis, stop_process, wait_for_port  # noqa: E402
+from tests.support.services import free_port, start_redis, stop_process, wait_for_port  # noqa: E402
 
 
 def serve(app_dir: Path, data: Path, redis_url: str) -> tuple[subprocess.Popen, str]:

@@ -35,7 +35,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.host.https import CADDY_ROOT_CA, HostHttps
+from tests.support.https import CADDY_ROOT_CA, HostHttps
 from tests.validation import probe
 from tests.validation.bulk import compact_one, write_day
 from tests.validation.host import Ssh, read_host_env

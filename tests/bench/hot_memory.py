@@ -30,7 +30,7 @@ from firehose.hot import HotTier
 from firehose.simulator.clock import parse_time
 from firehose.simulator.generator import EventGenerator
 from firehose.simulator.profiles import DEFAULT_PROFILE, PROFILES, profile_named
-from tests.conftest import start_redis, stop_process
+from tests.support.services import start_redis, stop_process
 
 KEYS = Keys(stream="bench:hot", cursor="bench:hot:cursor", deadletter="bench:hot:dead", deadletter_maxlen=1,
             group="flush")

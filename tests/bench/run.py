@@ -53,7 +53,7 @@ from firehose.flush import Flusher, build_tables  # noqa: E402
 from firehose.simulator.clock import Profile  # noqa: E402
 from firehose.simulator.generator import EventGenerator  # noqa: E402
 from firehose.simulator.vocabulary import CJK_WORD, COMMON_WORD, PHRASE, RARE_WORD, TAG  # noqa: E402
-from tests.conftest import free_port, start_redis, stop_process, wait_for_port  # noqa: E402
+from tests.support.services import free_port, start_redis, stop_process, wait_for_port  # noqa: E402
 
 CLI = [sys.executable, "-m", "firehose.cli"]
 DAY_START = "2026-05-25T00:00:00Z"

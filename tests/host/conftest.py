@@ -2,33 +2,23 @@
 
 The inventory is `var/test-host/inventory` (override with TESTHOST_INVENTORY). Every test here is marked `host`.
 Without a running host the tests fail (they never skip): the point of `make image-test` is to prove the image.
+The fixtures are here; the helpers they and the tests use are in tests/support/host.py.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shlex
 import shutil
-import ssl
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
-from functools import cache
 from pathlib import Path
-from typing import Any
 
 import pytest
 import testinfra
-import yaml
 
-from tests.host.https import CADDY_ROOT_CA, HostHttps
+from tests.support.host import INVENTORY, Proxy, inventory_vars, redis_as, var, why
+from tests.support.https import CADDY_ROOT_CA
 
-REPO = Path(__file__).resolve().parents[2]
-INVENTORY = Path(os.environ.get("TESTHOST_INVENTORY", REPO / "var" / "test-host" / "inventory"))
 HOSTS_DIR = Path(__file__).resolve().parent
 
 # testinfra's ansible backend runs `ansible-inventory`: find the venv's even when PATH lacks it.
@@ -42,48 +32,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.host)
     # Tests that stop, wipe, reboot or redeploy the host (test_ops.py) run after all the others, in file order.
     items.sort(key=lambda item: item.get_closest_marker("disruptive") is not None)
-
-
-# --- variables: inventory (group_vars of the test inventory) over role defaults over the spec's values ----------
-
-
-@cache
-def _inventory_vars() -> dict[str, Any]:
-    exe = shutil.which("ansible-inventory") or str(REPO / ".venv" / "bin" / "ansible-inventory")
-    out = subprocess.run([exe, "-i", str(INVENTORY), "--list"], capture_output=True, text=True, cwd=REPO, check=False)
-    if out.returncode != 0:
-        pytest.fail(f"ansible-inventory -i {INVENTORY} failed:\n{out.stderr}")
-    data = json.loads(out.stdout)
-    hosts = data.get("_meta", {}).get("hostvars", {})
-    appliance = list(_group_hosts(data, "appliance"))
-    if len(appliance) != 1:
-        pytest.fail(f"expected one host in group 'appliance' of {INVENTORY}, found {appliance}")
-    return hosts.get(appliance[0], {})
-
-
-def _group_hosts(data: dict, group: str):
-    yield from data.get(group, {}).get("hosts", [])
-    for child in data.get(group, {}).get("children", []):
-        yield from _group_hosts(data, child)
-
-
-@cache
-def _role_defaults() -> dict[str, Any]:
-    merged: dict[str, Any] = {}
-    for f in sorted(REPO.glob("roles/*/defaults/main.yml")):
-        merged.update(yaml.safe_load(f.read_text()) or {})
-    return merged
-
-
-def var(name: str, default: Any = None) -> Any:
-    """An Ansible variable as the host sees it, where it is a plain value (no Jinja); else `default`."""
-    for source in (_inventory_vars(), _role_defaults()):
-        if name in source:
-            value = source[name]
-            if isinstance(value, str) and "{{" in value:
-                continue
-            return value
-    return default
 
 
 # --- the host -----------------------------------------------------------------------------------------------------
@@ -107,7 +55,7 @@ def host():
 
 @pytest.fixture(scope="session")
 def host_ip() -> str:
-    return str(_inventory_vars()["ansible_host"])
+    return str(inventory_vars()["ansible_host"])
 
 
 @pytest.fixture(scope="session")
@@ -147,11 +95,6 @@ def mount_path(data_dir) -> str:
 REDIS_ADMIN_URL_FILE = "/etc/redis/admin.url"
 
 
-def redis_as(host, url: str, *args: str) -> Any:
-    """redis-cli on the host as the user of `url` (testinfra's CommandResult: rc, stdout, stderr)."""
-    return host.run("redis-cli --no-auth-warning -u " + shlex.quote(url) + " " + " ".join(shlex.quote(a) for a in args))
-
-
 @pytest.fixture(scope="session")
 def redis_admin_url(host) -> str:
     """The operators' Redis URL (root-only file the redis role writes at deploy time)."""
@@ -175,28 +118,6 @@ def redis_cli(host, redis_admin_url) -> Callable[..., str]:
 
 # --- the API through the reverse proxy (HTTPS with Caddy's local CA, SNI = proxy_domain) ---------------------------
 
-class Proxy:
-    """The public face of the API: https://<proxy_domain>/ at the host's address, trusting Caddy's local CA."""
-
-    def __init__(self, ip: str, domain: str, ca_pem: str, api_key: str) -> None:
-        self.ip, self.domain, self.api_key = ip, domain, api_key
-        self.context = ssl.create_default_context(cadata=ca_pem)
-
-    def get(self, target: str, headers: dict[str, str] | None = None, keyed: bool = True,
-            timeout: float = 30.0) -> tuple[int, dict[str, str], bytes]:
-        """GET `target`; with the API key unless `keyed` is false (anonymous: the per-address limits apply)."""
-        conn = HostHttps(self.ip, self.domain, self.context, timeout)
-        sent = dict(headers or {})
-        if keyed and self.api_key:
-            sent["X-API-Key"] = self.api_key
-        try:
-            conn.request("GET", target, headers=sent)
-            resp = conn.getresponse()
-            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
-        finally:
-            conn.close()
-
-
 @pytest.fixture(scope="session")
 def proxy(host, host_ip, env_file) -> Proxy:
     ca = host.file(CADDY_ROOT_CA)
@@ -204,35 +125,3 @@ def proxy(host, host_ip, env_file) -> Proxy:
         host, "caddy")
     keys = [k for k in env_file.get("FIREHOSE_API_KEYS", "").split(",") if k]
     return Proxy(host_ip, str(var("proxy_domain", "firehose.test")), ca.content_string, keys[0] if keys else "")
-
-
-def journal(host, unit: str, lines: int = 50) -> str:
-    return host.run(f"journalctl -u {shlex.quote(unit)} -n {lines} --no-pager -o short-iso").stdout
-
-
-def status(host, unit: str) -> str:
-    return host.run(f"systemctl status {shlex.quote(unit)} --no-pager -l -n 0").stdout
-
-
-def why(host, unit: str) -> str:
-    """What an assertion about `unit` prints when it fails: its status and the end of its journal."""
-    return f"\n--- systemctl status {unit}\n{status(host, unit)}\n--- journalctl -u {unit} -n 50\n{journal(host, unit)}"
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 1.0) -> Any:
-    """Poll `predicate` until it returns something truthy or `timeout` seconds pass; return its last value."""
-    deadline = time.monotonic() + timeout
-    value = predicate()
-    while not value and time.monotonic() < deadline:
-        time.sleep(interval)
-        value = predicate()
-    return value
-
-
-def http_get(url: str, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
-    """GET from this machine (across the veth pair, through the host's firewall)."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return resp.status, dict(resp.headers), resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read()

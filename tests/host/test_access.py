@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.host.conftest import INVENTORY, var, why
+from tests.support.host import INVENTORY, var, why
 
 
 def sshd_settings(host) -> dict[str, str]:

@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from firehose.matching import tokens
-from tests.host.conftest import wait_until, why
+from tests.support.host import poll_until, why
 
 
 @pytest.fixture(scope="module")
@@ -41,13 +41,13 @@ def flushed(host, simulator, redis_cli, env_file, data_dir) -> str:
     def buffered() -> int:
         return int(redis_cli("XLEN", stream) or 0)
 
-    n = wait_until(lambda: buffered() >= 50, timeout=90)
+    n = poll_until(lambda: buffered() >= 50, timeout=90)
     context = why(host, "firehose-ingest") + why(host, simulator) if not n else ""
     assert n, f"no events reached the Redis stream {stream} in 90 s{context}"
     out = host.run("systemctl start firehose-flush.service")
     assert out.rc == 0, f"firehose-flush.service failed: {out.stderr}" + why(host, "firehose-flush.service")
     posts = f"{data_dir}/posts"
-    found = wait_until(host.run(f"find {shlex.quote(posts)} -name '*.parquet' | head -1").stdout.strip, 30)
+    found = poll_until(host.run(f"find {shlex.quote(posts)} -name '*.parquet' | head -1").stdout.strip, 30)
     assert found, f"no Parquet file under {posts} after a flush" + why(host, "firehose-flush.service")
     return posts
 
@@ -88,7 +88,7 @@ def test_flush_metrics_reach_node_exporter(host, flushed):
         out = host.run("curl -fsS --max-time 10 http://127.0.0.1:9100/metrics")
         return out.rc == 0 and "firehose_flush" in out.stdout
 
-    assert wait_until(metric, timeout=30), "no firehose_flush_* metric on node exporter's /metrics"
+    assert poll_until(metric, timeout=30), "no firehose_flush_* metric on node exporter's /metrics"
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +119,7 @@ def test_search_finds_flushed_posts(host, proxy, word):
         data = json.loads(body)
         return data if data.get("results") else None
 
-    data = wait_until(search, timeout=60, interval=2)
+    data = poll_until(search, timeout=60, interval=2)
     status, _, body = proxy.get(url)
     assert data, f"GET {url} found nothing within 60 s (last: {status} {body[:500]!r})" + why(host, "firehose-api")
     assert data["meta"]["count"] >= 1
@@ -149,7 +149,7 @@ def test_the_api_reads_an_archived_day_from_its_index(host, proxy, word, data_di
         return status == 200 and {"date": newest, "via": "index"} in seen[1]
 
     journal = "journalctl -u firehose-api --no-pager -o cat | grep 'instead of reading its index' | tail -5"
-    assert wait_until(read_by_index, timeout=60, interval=2), (
+    assert poll_until(read_by_index, timeout=60, interval=2), (
         f"GET {url} did not read {newest} through its index within 60 s; last answer {seen}; the API's reasons:\n"
         + host.run(journal).stdout + why(host, "firehose-api"))
     bind = env_file.get("FIREHOSE_API_BIND", "127.0.0.1:8080")

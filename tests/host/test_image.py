@@ -16,7 +16,7 @@ def test_caddy_made_its_own_ca_at_first_boot(host):
 
 def test_cleanup_is_the_last_provisioner():
     """Packer runs provisioners in order: packer/cleanup.sh must come after the Ansible one."""
-    from tests.host.conftest import REPO
+    from tests.support.paths import REPO
 
     template = (REPO / "packer" / "firehose.pkr.hcl").read_text()
     assert template.rfind('provisioner "shell"') > template.rfind('provisioner "ansible"')

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.host.conftest import Proxy, var, wait_until, why
+from tests.support.host import Proxy, poll_until, var, why
 
 API_PORT = 8080
 NODE_EXPORTER_PORT = 9100
@@ -186,7 +186,7 @@ def test_firewall_drops_other_ports(host, host_ip):
     started = host.run(f"systemd-run --unit=testhost-fw-probe --collect python3 -c {shlex.quote(probe)}")
     assert started.rc == 0, started.stderr
     try:
-        assert wait_until(lambda: f"tcp://0.0.0.0:{port}" in listening(host), timeout=10), "the probe did not listen"
+        assert poll_until(lambda: f"tcp://0.0.0.0:{port}" in listening(host), timeout=10), "the probe did not listen"
         # On the host itself the port answers ...
         local = f"python3 -c \"import socket; socket.create_connection(('127.0.0.1', {port}), 3)\""
         assert host.run_test(local).succeeded

@@ -23,9 +23,10 @@ from typing import Any
 
 import pytest
 
-from tests.host.conftest import INVENTORY, REPO, wait_until, why
-from tests.host.sftp_target import SftpTarget
-from tests.host.webhook import WebhookReceiver
+from tests.support.host import INVENTORY, poll_until, why
+from tests.support.paths import REPO
+from tests.support.sftp_target import SftpTarget
+from tests.support.webhook import WebhookReceiver
 from tests.validation import day, probe
 from tests.validation.accounting import simulator_accounting
 from tests.validation.host import PERSISTENT_PATHS, HostDayTarget, Ssh, read_host_env
@@ -92,7 +93,7 @@ def test_alertmanager_runs_with_the_inventorys_receivers(host):
         out = host.run("curl -fsS --max-time 5 http://127.0.0.1:9090/api/v1/alertmanagers")
         return out.rc == 0 and "127.0.0.1:9093" in out.stdout
 
-    assert wait_until(alertmanager_known, timeout=60, interval=2), "Prometheus does not know the Alertmanager"
+    assert poll_until(alertmanager_known, timeout=60, interval=2), "Prometheus does not know the Alertmanager"
     rules = host.run("curl -fsS --max-time 5 http://127.0.0.1:9090/api/v1/rules").stdout
     for name in ("FirehoseIngestDown", "FirehoseDeadLetters", "FirehoseBackupStale", "FirehoseBackupFailed"):
         assert f'"name":"{name}"' in rules, f"rule {name} is not loaded"
@@ -104,7 +105,7 @@ def test_a_stopped_ingester_alerts_the_webhook(host, facts):
         assert host.run("systemctl stop firehose-ingest.service").rc == 0
         t0 = time.monotonic()
         try:
-            fired = wait_until(lambda: hook.alerts("FirehoseIngestDown"), timeout=ALERT_BOUND_S + 120, interval=1)
+            fired = poll_until(lambda: hook.alerts("FirehoseIngestDown"), timeout=ALERT_BOUND_S + 120, interval=1)
             elapsed = time.monotonic() - t0
         finally:
             assert host.run("systemctl start firehose-ingest.service").rc == 0
@@ -149,7 +150,7 @@ def back_up(host, target: SftpTarget) -> None:
         out = host.run("curl -fsS --max-time 10 http://127.0.0.1:9100/metrics")
         return "firehose_backup_last_success_timestamp_seconds" in out.stdout
 
-    assert wait_until(exported, timeout=60), "node_exporter does not export the backup metrics"
+    assert poll_until(exported, timeout=60), "node_exporter does not export the backup metrics"
 
 
 def wipe_volume(host, device: str) -> None:
@@ -165,7 +166,7 @@ def test_backup_wipe_restore_gives_the_same_data(host, facts, playbook, data_dir
     Ssh(facts).run(f"cat > {REMOTE_PROBE}", stdin=Path(probe.__file__).read_bytes())
     device = host.run("findmnt -n -o SOURCE --mountpoint /srv/firehose").stdout.strip()
     assert device, "the volume is not mounted on /srv/firehose"
-    assert wait_until(lambda: int(redis_cli("XLEN", "firehose:events") or 0) > 0, timeout=120), "nothing ingested"
+    assert poll_until(lambda: int(redis_cli("XLEN", "firehose:events") or 0) > 0, timeout=120), "nothing ingested"
     pubkey = host.file("/etc/firehose/backup_ed25519.pub").content_string
     port = int(os.environ.get("TESTHOST_SFTP_PORT", "10022"))
     try:
@@ -192,7 +193,7 @@ def test_backup_wipe_restore_gives_the_same_data(host, facts, playbook, data_dir
         {k: (before["files"].get(k), after["files"].get(k)) for k in set(before["files"]) ^ set(after["files"])})
     assert after["rows"] == before["rows"]
     assert after["redis"] == before["redis"]
-    assert wait_until(lambda: health_ok(proxy), timeout=120), why(host, "firehose-api.service")
+    assert poll_until(lambda: health_ok(proxy), timeout=120), why(host, "firehose-api.service")
 
 
 # --- reboot mid-ingest ------------------------------------------------------------------------------------------
@@ -226,8 +227,8 @@ def test_reboot_mid_ingest_comes_back_in_order_losing_and_doubling_nothing(host,
         t0 = time.monotonic()
         with contextlib.suppress(subprocess.TimeoutExpired):  # the connection may go down with the host
             target.ssh.run("systemctl reboot", check=False, timeout=30)
-        assert wait_until(lambda: boots(facts) > booted, timeout=180), "the host did not boot again"
-        healthy = wait_until(lambda: health_ok(proxy), timeout=REBOOT_HEALTH_BOUND_S)
+        assert poll_until(lambda: boots(facts) > booted, timeout=180), "the host did not boot again"
+        healthy = poll_until(lambda: health_ok(proxy), timeout=REBOOT_HEALTH_BOUND_S)
         health_s = time.monotonic() - t0
         assert healthy, (f"/health is not 200 {REBOOT_HEALTH_BOUND_S} s (the stated bound) after the reboot"
                          f"{why(host, 'firehose-api.service')}")
@@ -287,7 +288,7 @@ def test_rollback_returns_to_the_previous_release(host, facts, playbook, proxy):
     assert second != first and "+rollback.test" in second, second
     assert host.run("/opt/firehose/current/venv/bin/firehose --version").stdout.strip().endswith("+rollback.test")
     assert host.file("/opt/firehose/previous").content_string.strip() == first
-    assert wait_until(lambda: release_of(host, "firehose-api.service") == second, timeout=60)
+    assert poll_until(lambda: release_of(host, "firehose-api.service") == second, timeout=60)
 
     out = subprocess.run(["make", "--no-print-directory", "rollback", f"APPLIANCE_INVENTORY={INVENTORY}"], cwd=REPO,
                          capture_output=True, text=True, timeout=1800, check=False)
@@ -296,7 +297,7 @@ def test_rollback_returns_to_the_previous_release(host, facts, playbook, proxy):
     assert host.file("/opt/firehose/previous").content_string.strip() == second
     assert host.file(second).is_directory, "the deploy did not keep the release it replaced"
     for unit in ("firehose-api.service", "firehose-ingest.service"):
-        assert wait_until(lambda u=unit: host.service(u).is_running and release_of(host, u) == first, timeout=90), \
+        assert poll_until(lambda u=unit: host.service(u).is_running and release_of(host, u) == first, timeout=90), \
             why(host, unit)
     assert host.run("/opt/firehose/current/venv/bin/firehose --version").stdout.strip() == f"firehose {version}"
-    assert wait_until(lambda: health_ok(proxy), timeout=120), why(host, "firehose-api.service")
+    assert poll_until(lambda: health_ok(proxy), timeout=120), why(host, "firehose-api.service")

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from tests.host.conftest import journal, redis_as, var, wait_until
+from tests.support.host import journal, poll_until, redis_as, var
 
 
 @pytest.mark.parametrize(
@@ -73,7 +73,7 @@ def test_a_restart_keeps_what_a_script_wrote(host, env_file, redis_cli):
     try:
         restart = host.run("systemctl restart redis-server.service")
         assert restart.rc == 0, restart.stderr + journal(host, "redis-server.service")
-        assert wait_until(lambda: redis_as(host, url, "PING").stdout.strip() == "PONG", timeout=60), \
+        assert poll_until(lambda: redis_as(host, url, "PING").stdout.strip() == "PONG", timeout=60), \
             journal(host, "redis-server.service")
         kept = [redis_cli("GET", key) for key in keys]
         assert kept == ["kept", "kept"], f"after a restart {keys} are {kept}\n{journal(host, 'redis-server.service')}"

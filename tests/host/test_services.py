@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.host.conftest import wait_until, why
+from tests.support.host import poll_until, why
 
 RUNNING = ["redis-server", "firehose-ingest", "firehose-api", "prometheus-node-exporter"]
 APP_SERVICES = ["firehose-ingest", "firehose-api", "firehose-flush"]
@@ -76,7 +76,7 @@ def test_ingester_comes_back_after_kill_9(host):
     def main_pid() -> int:
         return int(host.service(unit).systemd_properties.get("MainPID", "0") or 0)
 
-    old = wait_until(main_pid, timeout=30)
+    old = poll_until(main_pid, timeout=30)
     assert old, f"{unit} has no main PID" + why(host, unit)
     restarts = int(host.service(unit).systemd_properties.get("NRestarts", "0") or 0)
     assert host.run_test(f"kill -9 {old}").succeeded
@@ -86,5 +86,5 @@ def test_ingester_comes_back_after_kill_9(host):
         pid = int(props.get("MainPID", "0") or 0)
         return props.get("ActiveState") == "active" and pid not in (0, old)
 
-    assert wait_until(back, timeout=60), f"{unit} did not come back within 60 s after kill -9" + why(host, unit)
+    assert poll_until(back, timeout=60), f"{unit} did not come back within 60 s after kill -9" + why(host, unit)
     assert int(host.service(unit).systemd_properties.get("NRestarts", "0")) > restarts

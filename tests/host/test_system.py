@@ -8,7 +8,8 @@ import tomllib
 
 import pytest
 
-from tests.host.conftest import REPO, var
+from tests.support.host import var
+from tests.support.paths import REPO
 
 PACKAGES = ["redis-server", "prometheus-node-exporter", "nftables", "python3-venv", "unattended-upgrades"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 
-from tests.host.conftest import var, why
+from tests.support.host import var, why
 
 
 def volume_id() -> str:

@@ -5,17 +5,9 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import re
 import shutil
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,61 +20,10 @@ from firehose.api import create_app
 from firehose.buffer import Buffer
 from firehose.catalog import date_of
 from firehose.config import Settings
-from tests.conftest import RedisServer, free_port, start_redis, stop_process, wait_for_port
-from tests.integration.pipeline import post_event
-from tests.unit.test_query import bulk_posts, post, settings_for, write_identity, write_posts
-
-GUNICORN = Path(sys.executable).parent / "gunicorn"
-NOW_US = int(time.time() * 1_000_000)
-
-
-@dataclass
-class Server:
-    """A running Gunicorn serving the API."""
-
-    base: str
-    proc: subprocess.Popen
-    log: Path
-
-    def get(self, path: str, **params: Any) -> tuple[int, dict[str, str], bytes]:
-        """GET path?params on a fresh connection: (status, lower-cased headers, body)."""
-        query = urllib.parse.urlencode(params, doseq=True)
-        return self.raw(path + ("?" + query if query else ""))
-
-    def raw(self, target: str, method: str = "GET", headers: dict[str, str] | None = None
-            ) -> tuple[int, dict[str, str], bytes]:
-        request = urllib.request.Request(self.base + target, method=method, headers=headers or {})
-        try:
-            with urllib.request.urlopen(request, timeout=30) as resp:
-                return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
-
-    def json(self, path: str, **params: Any) -> tuple[int, Any]:
-        status, _, body = self.get(path, **params)
-        return status, orjson.loads(body)
-
-
-def start_gunicorn(tmp: Path, data_dir: Path, redis_url: str, **env: str) -> Server:
-    """Start `gunicorn -c python:firehose.gunicorn_conf 'firehose.api:create_app()'` on a free port."""
-    port = free_port()
-    log = tmp / f"gunicorn-{port}.log"
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("FIREHOSE_", "PROMETHEUS_"))}
-    environ.update({
-        "FIREHOSE_DATA_DIR": str(data_dir), "FIREHOSE_REDIS_URL": redis_url,
-        "FIREHOSE_API_BIND": f"127.0.0.1:{port}", "FIREHOSE_API_WORKERS": "2", "FIREHOSE_PLC_URL": "",
-        "FIREHOSE_DNS_ENABLED": "false", "FIREHOSE_WELLKNOWN_ENABLED": "false",
-        "FIREHOSE_API_METRICS_DIR": str(tmp / f"metrics-{port}"), **env,
-    })
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([str(GUNICORN), "-c", "python:firehose.gunicorn_conf", "firehose.api:create_app()"],
-                                env=environ, cwd=tmp, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_for_port(port, timeout=20)
-    except TimeoutError:
-        stop_process(proc)
-        raise AssertionError(log.read_text()) from None
-    return Server(f"http://127.0.0.1:{port}", proc, log)
+from tests.support.api_server import NOW_US, Server, start_gunicorn
+from tests.support.archive import bulk_posts, post_row, search_settings, write_identity, write_posts
+from tests.support.events import post_event
+from tests.support.services import RedisServer, start_redis, stop_process
 
 
 @pytest.fixture(scope="module")
@@ -90,10 +31,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Re
     tmp = tmp_path_factory.mktemp("api")
     data = tmp / "data"
     rows = [
-        post("Hello world", did="did:plc:alice", time_us=NOW_US - 3 * 86_400_000_000),
-        post("hello again world", did="did:plc:bob", time_us=NOW_US - 86_400_000_000, tags=["News"]),
-        post('a "quoted", multi\nline text', did="did:plc:carol", time_us=NOW_US - 60_000_000),
-        post("Привет мир 日本 🦋", did="did:plc:alice", time_us=NOW_US - 30_000_000, langs=["ru"]),
+        post_row("Hello world", did="did:plc:alice", time_us=NOW_US - 3 * 86_400_000_000),
+        post_row("hello again world", did="did:plc:bob", time_us=NOW_US - 86_400_000_000, tags=["News"]),
+        post_row('a "quoted", multi\nline text', did="did:plc:carol", time_us=NOW_US - 60_000_000),
+        post_row("Привет мир 日本 🦋", did="did:plc:alice", time_us=NOW_US - 30_000_000, langs=["ru"]),
     ]
     write_posts(data, rows)
     write_identity(data, [("did:plc:alice", "alice.test", NOW_US - 86_400_000_000)])
@@ -194,8 +135,8 @@ def cut_stack(stack: tuple[Server, RedisServer, Path], tmp_path_factory: pytest.
     data = tmp / "data"
     for day in ("2024-02-01", "2024-02-02", "2024-02-03"):
         bulk_posts(data, day, 100, name=f"b{day[-2:]}")
-    tricky = [post("# truncated: timeout; 1 rows; not a marker filler", date="2024-02-03", seconds=7200),
-              post("=1+1 filler", date="2024-02-03", seconds=7201)]
+    tricky = [post_row("# truncated: timeout; 1 rows; not a marker filler", date="2024-02-03", seconds=7200),
+              post_row("=1+1 filler", date="2024-02-03", seconds=7201)]
     write_posts(data, tricky)
     uris = {f"at://did:plc:bulk/app.bsky.feed.post/b{d}{i:07d}" for d in ("01", "02", "03") for i in range(100)}
     uris |= {p["uri"] for p in tricky}
@@ -268,7 +209,7 @@ def test_health_stats_openapi(stack: tuple[Server, RedisServer, Path]) -> None:
     status, body = server.json("/stats")
     assert status == 200 and body["tables"]["posts"]["rows"] == 304
     status, doc = server.json("/openapi.json")
-    routes = {(r.rule, r.method) for r in create_app(settings_for(stack[2])).routes}
+    routes = {(r.rule, r.method) for r in create_app(search_settings(stack[2])).routes}
     assert {(p, m.upper()) for p, ops in doc["paths"].items() for m in ops} == routes
 
 
@@ -299,12 +240,12 @@ def test_meta_and_metrics_say_how_each_day_was_read(tmp_path: Path, redis_server
     text scans; counted over both workers, for /search and /export."""
     data = tmp_path / "data"
     yesterday, before = NOW_US - 86_400_000_000, NOW_US - 2 * 86_400_000_000
-    write_posts(data, [post("observable yesterday", did="did:plc:alice", time_us=yesterday),
-                       post("observable before", did="did:plc:bob", time_us=before)])
+    write_posts(data, [post_row("observable yesterday", did="did:plc:alice", time_us=yesterday),
+                       post_row("observable before", did="did:plc:bob", time_us=before)])
     index.verify(data)
     shutil.rmtree(index.day_dir(data, date_of(before)))
     settings = Settings.from_env({"FIREHOSE_REDIS_URL": redis_server.url, "FIREHOSE_DATA_DIR": str(data)})
-    Buffer.connect(settings).append([post_event("observable now", NOW_US, "did:plc:carol", "3khot0001")], 1)
+    Buffer.connect(settings).append([post_event("did:plc:carol", "3khot0001", "observable now", NOW_US)], 1)
     server = start_gunicorn(tmp_path, data, redis_server.url)
     try:
         assert _days_read(server) == {}
@@ -340,7 +281,7 @@ def _days_read(server: Server) -> dict[tuple[str, str, str], float]:
 
 def test_health_without_redis(tmp_path: Path, redis_server: RedisServer) -> None:
     data = tmp_path / "data"
-    write_posts(data, [post("fresh", time_us=NOW_US)])
+    write_posts(data, [post_row("fresh", time_us=NOW_US)])
     server = start_gunicorn(tmp_path, data, redis_server.url)
     try:
         status, body = server.json("/health")

@@ -20,8 +20,8 @@ import pytest
 import redis
 
 from firehose.simulator.identity import handle_for
-from tests.conftest import free_port, wait_until
-from tests.integration.pipeline import CLI, stage_env
+from tests.support.pipeline import CLI, stage_env
+from tests.support.services import free_port, wait_until
 
 
 @dataclass

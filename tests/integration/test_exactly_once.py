@@ -14,8 +14,9 @@ from firehose import index, storage
 from firehose.buffer import Buffer
 from firehose.faults import Failpoint
 from firehose.schema import route
-from tests.conftest import RedisServer
-from tests.integration.pipeline import all_rows, append, run_stage, settings_for, stage_env, synthetic_events
+from tests.support.events import synthetic_events
+from tests.support.pipeline import all_rows, append, run_stage, stage_env, stage_settings
+from tests.support.services import RedisServer
 
 FLUSH_POINTS = [p.value for p in Failpoint if p.value.startswith("flush.")]
 DAYS = ["2026-05-24", "2026-05-25"]
@@ -42,7 +43,7 @@ def test_redo_after_compaction_stores_each_event_once(redis_server: RedisServer,
     """The issue's reproduction: flush killed before its commit, the day compacted, flush again."""
     data = tmp_path / "data"
     events = synthetic_events(20000, days=1)
-    append(Buffer.connect(settings_for(redis_server, data)), events)
+    append(Buffer.connect(stage_settings(redis_server, data)), events)
     env = stage_env(redis_server.url, data, FIREHOSE_FLUSH_CHUNK="50000")
     crashed = run_stage(["flush"], {**env, "FIREHOSE_FAILPOINT": "flush.before_commit"})
     assert crashed.returncode == -9, crashed.stderr
@@ -61,7 +62,7 @@ def test_every_flush_failpoint_then_compaction_or_reindex(redis_server: RedisSer
     """A batch crossing midnight, killed at `failpoint`; only the first day compacted in between."""
     data = tmp_path / "data"
     events = synthetic_events(3000, days=2)
-    append(Buffer.connect(settings_for(redis_server, data)), events)
+    append(Buffer.connect(stage_settings(redis_server, data)), events)
     env = stage_env(redis_server.url, data, FIREHOSE_FLUSH_CHUNK="1000")
     crashed = run_stage(["flush"], {**env, "FIREHOSE_FAILPOINT": f"{failpoint}:2"})
     assert crashed.returncode == -9, crashed.stderr
@@ -80,7 +81,7 @@ def test_random_interleavings_store_each_event_once(redis_server: RedisServer, t
     """Random flush runs (random failpoint and count), compactions (also killed), reindexes and new events."""
     rng = random.Random(seed)
     data = tmp_path / "data"
-    buffer = Buffer.connect(settings_for(redis_server, data))
+    buffer = Buffer.connect(stage_settings(redis_server, data))
     env = stage_env(redis_server.url, data, FIREHOSE_FLUSH_CHUNK="400")
     pool = synthetic_events(2400, seed=seed + 10, days=2)
     sent: list[bytes] = []

@@ -17,21 +17,13 @@ from firehose.compact import Compactor
 from firehose.config import Settings
 from firehose.flush import Flusher, write_textfile_metrics
 from firehose.schema import TABLE_NAMES, TABLES
-from tests.conftest import RedisServer
-from tests.integration.pipeline import (
-    GOLDEN_LINES,
-    all_rows,
-    append,
-    run_stage,
-    settings_for,
-    stage_env,
-    synthetic_events,
-    table_rows,
-)
+from tests.support.events import GOLDEN_LINES, synthetic_events
+from tests.support.pipeline import all_rows, append, run_stage, stage_env, stage_settings, table_rows
+from tests.support.services import RedisServer
 
 
 def test_golden_events_land_field_for_field(redis_server: RedisServer, tmp_path: Path) -> None:
-    settings = settings_for(redis_server, tmp_path / "data")
+    settings = stage_settings(redis_server, tmp_path / "data")
     buffer = Buffer.connect(settings)
     buffer.append(GOLDEN_LINES, 1779719010689411)
     result = Flusher(settings, buffer).run_once()
@@ -64,8 +56,8 @@ def test_golden_events_land_field_for_field(redis_server: RedisServer, tmp_path:
 
 
 def test_flush_acknowledges_and_trims_only_what_it_wrote(redis_server: RedisServer, tmp_path: Path) -> None:
-    settings = settings_for(redis_server, tmp_path / "data", FIREHOSE_FLUSH_TRIM_KEEP_SECONDS="0",
-                            FIREHOSE_FLUSH_CHUNK="300")
+    settings = stage_settings(redis_server, tmp_path / "data", FIREHOSE_FLUSH_TRIM_KEEP_SECONDS="0",
+                              FIREHOSE_FLUSH_CHUNK="300")
     buffer = Buffer.connect(settings)
     events = synthetic_events(1000)
     append(buffer, events)
@@ -79,7 +71,7 @@ def test_flush_acknowledges_and_trims_only_what_it_wrote(redis_server: RedisServ
 
 
 def test_replays_within_a_batch_are_written_once(redis_server: RedisServer, tmp_path: Path) -> None:
-    settings = settings_for(redis_server, tmp_path / "data")
+    settings = stage_settings(redis_server, tmp_path / "data")
     buffer = Buffer.connect(settings)
     append(buffer, GOLDEN_LINES + GOLDEN_LINES[:4], per_entry=7)
     result = Flusher(settings, buffer).run_once()
@@ -88,7 +80,7 @@ def test_replays_within_a_batch_are_written_once(redis_server: RedisServer, tmp_
 
 
 def test_unparseable_stream_entries_still_land_in_records(redis_server: RedisServer, tmp_path: Path) -> None:
-    settings = settings_for(redis_server, tmp_path / "data")
+    settings = stage_settings(redis_server, tmp_path / "data")
     buffer = Buffer.connect(settings)
     buffer.append([b"{broken", b'{"kind": "commit"}'], 1)
     Flusher(settings, buffer).run_once()
@@ -107,14 +99,14 @@ def test_kill_9_during_flush_loses_and_doubles_nothing(redis_server: RedisServer
     data_dir = tmp_path / "data"
     events = synthetic_events(3000)
     # reference: the same events flushed without a crash, in a separate Redis database
-    ref_settings = settings_for(redis_server, reference_dir)
+    ref_settings = stage_settings(redis_server, reference_dir)
     ref_settings = Settings.from_env({"FIREHOSE_REDIS_URL": redis_server.url[:-1] + "1",
                                       "FIREHOSE_DATA_DIR": str(reference_dir), "FIREHOSE_FLUSH_CHUNK": "1000"})
     ref_buffer = Buffer.connect(ref_settings)
     append(ref_buffer, events)
     Flusher(ref_settings, ref_buffer).run_once()
 
-    append(Buffer.connect(settings_for(redis_server, data_dir)), events)
+    append(Buffer.connect(stage_settings(redis_server, data_dir)), events)
     env = stage_env(redis_server.url, data_dir, FIREHOSE_FLUSH_CHUNK="1000")
     crashed = run_stage(["flush"], {**env, "FIREHOSE_FAILPOINT": failpoint})
     assert crashed.returncode == -9, crashed.stderr
@@ -129,8 +121,8 @@ def test_kill_9_during_flush_loses_and_doubles_nothing(redis_server: RedisServer
 
 
 def test_compaction_merges_a_day_into_sorted_files(redis_server: RedisServer, tmp_path: Path) -> None:
-    settings = settings_for(redis_server, tmp_path / "data", FIREHOSE_FLUSH_CHUNK="500",
-                            FIREHOSE_COMPACT_ROW_GROUP="100")
+    settings = stage_settings(redis_server, tmp_path / "data", FIREHOSE_FLUSH_CHUNK="500",
+                              FIREHOSE_COMPACT_ROW_GROUP="100")
     buffer = Buffer.connect(settings)
     append(buffer, synthetic_events(2000))
     Flusher(settings, buffer).run_once()
@@ -158,7 +150,7 @@ def test_compaction_merges_a_day_into_sorted_files(redis_server: RedisServer, tm
 
 
 def test_compaction_leaves_unfinished_days_alone(redis_server: RedisServer, tmp_path: Path) -> None:
-    settings = settings_for(redis_server, tmp_path / "data", FIREHOSE_FLUSH_CHUNK="500")
+    settings = stage_settings(redis_server, tmp_path / "data", FIREHOSE_FLUSH_CHUNK="500")
     buffer = Buffer.connect(settings)
     append(buffer, synthetic_events(1000))
     Flusher(settings, buffer).run_once()
@@ -172,7 +164,7 @@ def test_compaction_leaves_unfinished_days_alone(redis_server: RedisServer, tmp_
 def test_kill_9_during_compaction_loses_and_doubles_nothing(redis_server: RedisServer, tmp_path: Path,
                                                             failpoint: str) -> None:
     data_dir = tmp_path / "data"
-    settings = settings_for(redis_server, data_dir, FIREHOSE_FLUSH_CHUNK="500")
+    settings = stage_settings(redis_server, data_dir, FIREHOSE_FLUSH_CHUNK="500")
     buffer = Buffer.connect(settings)
     append(buffer, synthetic_events(2000))
     Flusher(settings, buffer).run_once()
@@ -191,7 +183,7 @@ def test_kill_9_during_compaction_loses_and_doubles_nothing(redis_server: RedisS
 def test_textfile_metrics_are_written(redis_server: RedisServer, tmp_path: Path) -> None:
     metrics = tmp_path / "textfile" / "firehose_flush.prom"
     env = stage_env(redis_server.url, tmp_path / "data", FIREHOSE_FLUSH_METRICS_FILE=str(metrics))
-    append(Buffer.connect(settings_for(redis_server, tmp_path / "data")), GOLDEN_LINES)
+    append(Buffer.connect(stage_settings(redis_server, tmp_path / "data")), GOLDEN_LINES)
     done = run_stage(["flush"], env)
     assert done.returncode == 0, done.stderr
     samples = textfile_samples(metrics)

@@ -3,11 +3,9 @@ written by the real flush."""
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 
 import duckdb
-import orjson
 import pytest
 
 from firehose.buffer import Buffer, Keys
@@ -15,48 +13,8 @@ from firehose.config import Settings
 from firehose.flush import Flusher
 from firehose.hiding import Hiding
 from firehose.hot import HotSnapshot, HotTier, post_uri
-from tests.conftest import GOLDEN, RedisServer
-
-GOLDEN_EVENTS = [orjson.loads(line) for line in GOLDEN.read_bytes().splitlines()]
-T0 = 1_779_719_010_000_000
-_seq = itertools.count(1)
-
-
-def event_of_kind(kind: str, collection: str | None = None) -> dict:
-    """A deep copy of the golden event of that kind (and collection)."""
-    for event in GOLDEN_EVENTS:
-        if event["kind"] == kind and (collection is None or event.get("commit", {}).get("collection") == collection):
-            return orjson.loads(orjson.dumps(event))
-    raise LookupError(kind)
-
-
-def post(did: str, rkey: str, text: str, time_us: int | None = None) -> bytes:
-    event = event_of_kind("commit", "app.bsky.feed.post")
-    event.update(did=did, time_us=time_us or T0 + next(_seq))
-    event["commit"].update(rkey=rkey, operation="create")
-    event["commit"]["record"]["text"] = text
-    return orjson.dumps(event)
-
-
-def delete_post(did: str, rkey: str) -> bytes:
-    event = event_of_kind("commit", "app.bsky.feed.post")
-    event.update(did=did, time_us=T0 + next(_seq))
-    commit = event["commit"]
-    event["commit"] = {"rev": commit["rev"], "operation": "delete", "collection": commit["collection"], "rkey": rkey}
-    return orjson.dumps(event)
-
-
-def account(did: str, active: bool, status: str | None = None) -> bytes:
-    body = {"active": active, "did": did, "seq": next(_seq), "time": "2026-05-25T14:23:30.689Z"}
-    if status:
-        body["status"] = status
-    return orjson.dumps({"did": did, "time_us": T0 + next(_seq), "kind": "account", "account": body})
-
-
-def like() -> bytes:
-    event = event_of_kind("commit", "app.bsky.feed.like")
-    event["time_us"] = T0 + next(_seq)
-    return orjson.dumps(event)
+from tests.support.events import account, delete_post, like, post_event
+from tests.support.services import RedisServer
 
 
 @pytest.fixture
@@ -77,23 +35,23 @@ def test_posts_are_hot_until_the_flush_trims_them(settings: Settings, redis_serv
     buffer = Buffer.connect(settings)
     hot = tier(settings, redis_server)
     assert hot.refresh().post_count == 0
-    buffer.append([post("did:plc:a", "1", "first"), like(), post("did:plc:a", "2", "second")], 1)
+    buffer.append([post_event("did:plc:a", "1", "first"), like(), post_event("did:plc:a", "2", "second")], 1)
     snap = hot.refresh()
     assert uris(snap) == [post_uri("did:plc:a", "1"), post_uri("did:plc:a", "2")]
     assert snap.posts.column("text").to_pylist() == ["first", "second"]
     assert snap.uris == frozenset(uris(snap))
-    buffer.append([post("did:plc:b", "3", "third")], 1)
+    buffer.append([post_event("did:plc:b", "3", "third")], 1)
     assert hot.refresh().post_count == 3
     Flusher(settings, buffer).run_once()  # writes Parquet, then trims everything (keep 0 s)
     assert hot.refresh().post_count == 0
-    buffer.append([post("did:plc:b", "4", "fourth")], 1)
+    buffer.append([post_event("did:plc:b", "4", "fourth")], 1)
     assert uris(hot.refresh()) == [post_uri("did:plc:b", "4")]
 
 
 def test_a_replayed_post_is_hot_once(settings: Settings, redis_server: RedisServer) -> None:
     buffer = Buffer.connect(settings)
     hot = tier(settings, redis_server)
-    event = post("did:plc:a", "1", "twice")
+    event = post_event("did:plc:a", "1", "twice")
     buffer.append([event], 1)
     hot.refresh()
     buffer.append([event, event], 1)
@@ -103,7 +61,7 @@ def test_a_replayed_post_is_hot_once(settings: Settings, redis_server: RedisServ
 def test_deletes_and_account_events_in_the_buffer(settings: Settings, redis_server: RedisServer) -> None:
     buffer = Buffer.connect(settings)
     hot = tier(settings, redis_server)
-    buffer.append([post("did:plc:a", "1", "x"), delete_post("did:plc:a", "1"), account("did:plc:b", False,
+    buffer.append([post_event("did:plc:a", "1", "x"), delete_post("did:plc:a", "1"), account("did:plc:b", False,
                    "deactivated"), delete_post("did:plc:a", "9")], 1)
     snap = hot.refresh()
     assert snap.deleted_uris == {post_uri("did:plc:a", "1"), post_uri("did:plc:a", "9")}
@@ -113,9 +71,9 @@ def test_deletes_and_account_events_in_the_buffer(settings: Settings, redis_serv
 def test_refresh_is_throttled_and_survives_a_dead_redis(settings: Settings, redis_server: RedisServer) -> None:
     now = [0.0]
     hot = HotTier(redis_server.client, Keys.from_settings(settings), min_interval=5, clock=lambda: now[0])
-    Buffer.connect(settings).append([post("did:plc:a", "1", "x")], 1)
+    Buffer.connect(settings).append([post_event("did:plc:a", "1", "x")], 1)
     assert hot.refresh().post_count == 1
-    Buffer.connect(settings).append([post("did:plc:a", "2", "y")], 1)
+    Buffer.connect(settings).append([post_event("did:plc:a", "2", "y")], 1)
     assert hot.refresh().post_count == 1  # within min_interval: not re-read
     now[0] = 6.0
     assert hot.refresh().post_count == 2
@@ -141,7 +99,8 @@ def test_archived_and_buffered_deletions_hide_posts(settings: Settings, redis_se
     buffer = Buffer.connect(settings)
     hot = tier(settings, redis_server)
     hiding = hiding_for(settings)
-    buffer.append([post("did:plc:a", "1", "x"), post("did:plc:a", "2", "y"), delete_post("did:plc:a", "1")], 1)
+    buffer.append([post_event("did:plc:a", "1", "x"), post_event("did:plc:a", "2", "y"),
+                   delete_post("did:plc:a", "1")], 1)
     Flusher(settings, buffer).run_once()
     rules = hiding.current(hot.refresh())
     assert not keep(rules, "did:plc:a", "1")  # the delete is archived
@@ -158,7 +117,7 @@ def test_inactive_accounts_are_hidden_until_active_again(settings: Settings, red
     buffer = Buffer.connect(settings)
     hot = tier(settings, redis_server)
     hiding = hiding_for(settings)
-    buffer.append([post("did:plc:a", "1", "x"), account("did:plc:a", False, "takendown")], 1)
+    buffer.append([post_event("did:plc:a", "1", "x"), account("did:plc:a", False, "takendown")], 1)
     Flusher(settings, buffer).run_once()
     assert not keep(hiding.current(hot.refresh()), "did:plc:a", "1")
     buffer.append([account("did:plc:a", True)], 1)  # reactivated, still in the buffer
@@ -173,10 +132,12 @@ def test_the_cap_drops_posts_never_the_hiding_facts(settings: Settings, redis_se
     """The flush is down and newer posts push the tier past its cap: the old deletion and deactivation stay."""
     client = redis_server.client()
     hot = HotTier(redis_server.client, Keys.from_settings(settings), min_interval=0, max_posts=2)
-    old = [post("did:plc:a", "1", "old"), delete_post("did:plc:z", "9"), account("did:plc:y", False, "deactivated")]
+    old = [post_event("did:plc:a", "1", "old"), delete_post("did:plc:z", "9"),
+           account("did:plc:y", False, "deactivated")]
     client.xadd(settings.stream_key, {b"e": b"\n".join(old)}, id="1000000-0")
     for i in range(5):  # each in its own 10 s segment, newer than the deletion
-        client.xadd(settings.stream_key, {b"e": post("did:plc:b", str(i), "new")}, id=f"{1_100_000 + 20_000 * i}-0")
+        client.xadd(settings.stream_key, {b"e": post_event("did:plc:b", str(i), "new")},
+                    id=f"{1_100_000 + 20_000 * i}-0")
     snap = hot.refresh()
     assert snap.post_count <= 2
     assert post_uri("did:plc:z", "9") in snap.deleted_uris
@@ -194,11 +155,11 @@ def test_a_flushed_post_leaves_the_tier_though_the_buffer_keeps_it(keep_tail: Se
                                                                    redis_server: RedisServer) -> None:
     buffer = Buffer.connect(keep_tail)
     hot = HotTier(redis_server.client, Keys.from_settings(keep_tail), min_interval=0)
-    buffer.append([post("did:plc:a", "1", "flushed"), delete_post("did:plc:z", "1")], 1)
+    buffer.append([post_event("did:plc:a", "1", "flushed"), delete_post("did:plc:z", "1")], 1)
     assert hot.refresh().post_count == 1
     Flusher(keep_tail, buffer).run_once()
     assert buffer.length() == 1  # still in Redis: the tail is kept
-    buffer.append([post("did:plc:a", "2", "new")], 1)
+    buffer.append([post_event("did:plc:a", "2", "new")], 1)
     snap = hot.refresh()
     assert uris(snap) == [post_uri("did:plc:a", "2")]  # the flushed post is served from Parquet only
     assert snap.uris == {post_uri("did:plc:a", "2")} and not snap.deleted_uris
@@ -212,7 +173,7 @@ def test_a_deletion_just_committed_stays_hidden(settings: Settings, redis_server
     already has the deletion from the batch's files, though the archive's rules were read less than
     `min_interval` ago."""
     buffer = Buffer.connect(settings)
-    buffer.append([post("did:plc:a", "1", "x")], 1)
+    buffer.append([post_event("did:plc:a", "1", "x")], 1)
     Flusher(settings, buffer).run_once()
     hot = HotTier(redis_server.client, Keys.from_settings(settings), min_interval=0)
     hiding = Hiding(settings.data_dir, duckdb.connect().cursor, min_interval=3600)
@@ -231,8 +192,8 @@ def test_a_replay_after_the_cut_is_hot_once(keep_tail: Settings, redis_server: R
     """A post delivered again after its first copy was flushed is served once (from the tier, skipped in Parquet)."""
     buffer = Buffer.connect(keep_tail)
     hot = HotTier(redis_server.client, Keys.from_settings(keep_tail), min_interval=0)
-    event = post("did:plc:a", "1", "again")
-    buffer.append([event, post("did:plc:a", "2", "other")], 1)
+    event = post_event("did:plc:a", "1", "again")
+    buffer.append([event, post_event("did:plc:a", "2", "other")], 1)
     hot.refresh()
     Flusher(keep_tail, buffer).run_once()
     buffer.append([event], 1)

@@ -13,8 +13,8 @@ import pytest
 
 from firehose.config import Settings
 from firehose.identity import IdentityResolver
-from tests.conftest import RedisServer, start_redis, stop_process
-from tests.integration.identity_servers import BlackHole, DnsServer, PlcServer, WebServer, document
+from tests.support.identity_servers import BlackHole, DnsServer, PlcServer, WebServer, document
+from tests.support.services import RedisServer, start_redis, stop_process
 
 ALICE = "did:plc:aliceaaaaaaaaaaaaaaaaaaa"
 BOB = "did:plc:bobbbbbbbbbbbbbbbbbbbbbb"

@@ -21,11 +21,10 @@ from firehose.flush import Flusher
 from firehose.matching import needles_of
 from firehose.search import Searcher
 from firehose.sources import DaySource, Sources
-from tests.conftest import RedisServer
-from tests.integration.pipeline import post_event, run_stage, stage_env
-from tests.integration.test_flush import append, settings_for
-from tests.unit.test_query import settings_for as search_settings
-from tests.unit.test_query import write_posts
+from tests.support.archive import post_row, search_settings, write_posts
+from tests.support.events import post_event
+from tests.support.pipeline import append, run_stage, stage_env, stage_settings
+from tests.support.services import RedisServer
 
 DAY = "2026-05-24"
 DAY_US = int(dt.datetime(2026, 5, 24, tzinfo=dt.UTC).timestamp() * 1_000_000)
@@ -34,13 +33,13 @@ TEXTS = ["Coffee first, then #coffee", "concatenate cats", "東京都庁に行�
 
 def post_events(texts: list[str], first: int = 0) -> list[bytes]:
     """One create-post event per text, a second apart on DAY, each from its own account."""
-    return [post_event(text, DAY_US + 3_600_000_000 + i * 1_000_000, f"did:plc:{i:024d}", f"3kpost{i:06d}")
+    return [post_event(f"did:plc:{i:024d}", f"3kpost{i:06d}", text, DAY_US + 3_600_000_000 + i * 1_000_000)
             for i, text in enumerate(texts, start=first)]
 
 
 def flushed_texts(redis_server: RedisServer, tmp_path: Path) -> tuple[Settings, Buffer]:
     """TEXTS flushed in one batch into `tmp_path/data` (indexed by the flush); the settings and the buffer."""
-    settings = settings_for(redis_server, tmp_path / "data")
+    settings = stage_settings(redis_server, tmp_path / "data")
     buffer = Buffer.connect(settings)
     append(buffer, post_events(TEXTS))
     Flusher(settings, buffer).run_once()
@@ -53,7 +52,7 @@ def found(searcher: Searcher, text: str) -> list[str]:
 
 
 def test_the_flush_indexes_each_batch_and_search_uses_it(redis_server: RedisServer, tmp_path: Path) -> None:
-    settings = settings_for(redis_server, tmp_path / "data", FIREHOSE_FLUSH_CHUNK="2")
+    settings = stage_settings(redis_server, tmp_path / "data", FIREHOSE_FLUSH_CHUNK="2")
     buffer = Buffer.connect(settings)
     append(buffer, post_events(TEXTS), per_entry=1)
     result = Flusher(settings, buffer).run_once()
@@ -93,14 +92,12 @@ def test_a_missing_index_is_scanned_meanwhile_and_rebuilt(redis_server: RedisSer
 
 
 def test_a_count_mismatch_falls_back_to_the_scan_until_reindexed(tmp_path: Path) -> None:
-    from tests.unit.test_query import post
-
     data = tmp_path / "data"
-    write_posts(data, [post("coffee one", DAY, 10), post("tea two", DAY, 20)], name="a")
+    write_posts(data, [post_row("coffee one", DAY, 10), post_row("tea two", DAY, 20)], name="a")
     assert [c.rebuilt for c in index.verify(data)] == [True]
     searcher = Searcher(search_settings(data))
     assert searcher.day_index(DAY) is not None
-    write_posts(data, [post("coffee three", DAY, 30)], name="b")  # a file the index does not know
+    write_posts(data, [post_row("coffee three", DAY, 30)], name="b")  # a file the index does not know
     assert searcher.day_index(DAY) is None
     assert found(searcher, "coffee") == ["coffee three", "coffee one"]
     checks = index.verify(data)  # what `firehose reindex` and the compaction timer run
@@ -114,7 +111,7 @@ def test_a_count_mismatch_falls_back_to_the_scan_until_reindexed(tmp_path: Path)
 
 
 def test_compaction_rebuilds_and_swaps_the_day_index(redis_server: RedisServer, tmp_path: Path) -> None:
-    settings = settings_for(redis_server, tmp_path / "data", FIREHOSE_FLUSH_CHUNK="2")
+    settings = stage_settings(redis_server, tmp_path / "data", FIREHOSE_FLUSH_CHUNK="2")
     buffer = Buffer.connect(settings)
     append(buffer, post_events(TEXTS), per_entry=1)
     Flusher(settings, buffer).run_once()
@@ -149,15 +146,13 @@ def test_a_broken_index_never_stops_the_flush(redis_server: RedisServer, tmp_pat
 
 
 def test_each_day_says_how_it_was_read_and_a_scan_why(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from tests.unit.test_query import post
-
     data = tmp_path / "data"
     days = ["2026-05-20", "2026-05-21", "2026-05-22", "2026-05-23"]
-    write_posts(data, [post(f"coffee on {day}", day, 10) for day in days])
+    write_posts(data, [post_row(f"coffee on {day}", day, 10) for day in days])
     index.verify(data)
     shutil.rmtree(index.day_dir(data, days[2]))  # missing
     (index.day_dir(data, days[1]) / "meta.json").write_text("not json")  # unreadable (as a lock error would be)
-    write_posts(data, [post("coffee again", days[0], 20)], name="late")  # out of sync: a file the index lacks
+    write_posts(data, [post_row("coffee again", days[0], 20)], name="late")  # out of sync: a file the index lacks
     searcher = Searcher(search_settings(data))
     needles, _ = needles_of("coffee", ("coffee",), False)
     caplog.set_level(logging.WARNING, logger="firehose.index")

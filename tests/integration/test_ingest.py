@@ -16,11 +16,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from firehose.buffer import EVENT_FIELD, Buffer, split_events
 from firehose.config import Settings
-from tests.conftest import GOLDEN, RedisServer, free_port, start_redis, stop_process, wait_until
-from tests.integration.pipeline import CLI, stage_env
-from tests.integration.wsfeed import ScriptedFeed
-
-GOLDEN_LINES = GOLDEN.read_bytes().splitlines()
+from tests.support.events import GOLDEN_LINES
+from tests.support.pipeline import CLI, stage_env
+from tests.support.services import RedisServer, free_port, start_redis, stop_process, wait_until
+from tests.support.wsfeed import ScriptedFeed
 
 
 def start_ingester(redis_url: str, data_dir: Path, url: str, metrics_port: int = 0, **env: str) -> subprocess.Popen:

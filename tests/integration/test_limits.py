@@ -17,9 +17,9 @@ import redis
 
 from firehose.config import Settings
 from firehose.limits import Client, Limiter, Refused, client_of
-from tests.conftest import RedisServer, start_redis, stop_process
-from tests.integration.test_api import NOW_US, Server, start_gunicorn
-from tests.unit.test_query import bulk_posts, post, write_posts
+from tests.support.api_server import NOW_US, Server, start_gunicorn
+from tests.support.archive import bulk_posts, post_row, write_posts
+from tests.support.services import RedisServer, start_redis, stop_process
 
 API_KEY = "test-key-0123456789"
 
@@ -37,7 +37,7 @@ def via_proxy(client: str, **extra: str) -> dict[str, str]:
 def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, RedisServer]]:
     tmp = tmp_path_factory.mktemp("limits")
     data = tmp / "data"
-    write_posts(data, [post("hello limits", did="did:plc:alice", time_us=NOW_US - 60_000_000)])
+    write_posts(data, [post_row("hello limits", did="did:plc:alice", time_us=NOW_US - 60_000_000)])
     bulk_posts(data, "2024-01-01", 50, text="filler")
     redis = start_redis(tmp / "redis")
     server = start_gunicorn(tmp, data, redis.url, FIREHOSE_API_RATE_PER_MINUTE="6", FIREHOSE_API_RATE_BURST="4",

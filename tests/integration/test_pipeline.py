@@ -13,8 +13,9 @@ from firehose.config import Settings
 from firehose.schema import route
 from firehose.simulator.options import SimulatorOptions
 from firehose.simulator.sources import GeneratedSource, build_source
-from tests.conftest import GOLDEN, RedisServer, free_port, stop_process, wait_for_port
-from tests.integration.pipeline import CLI, all_rows, run_stage, stage_env
+from tests.support.paths import GOLDEN
+from tests.support.pipeline import CLI, all_rows, run_stage, stage_env
+from tests.support.services import RedisServer, free_port, stop_process, wait_for_port
 
 DAY = "2026-05-25T00:00:00Z"
 

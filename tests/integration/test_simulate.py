@@ -30,7 +30,8 @@ from firehose.simulator.identity import did_for_handle, handle_for
 from firehose.simulator.mix import POST
 from firehose.simulator.options import SimulatorOptions
 from firehose.simulator.server import SimulatorThread
-from tests.conftest import GOLDEN, free_port, stop_process, wait_for_port
+from tests.support.paths import GOLDEN
+from tests.support.services import free_port, stop_process, wait_for_port
 
 DAY = "2026-05-25T00:00:00Z"
 WAIT = 30.0  # seconds a test waits for one expected message: a loaded machine is slow, not wrong
@@ -115,7 +116,7 @@ def test_first_subscriber_without_cursor_gets_everything_when_unpaced() -> None:
 
 
 def test_live_mode_follows_the_clock() -> None:
-    from tests.conftest import wait_until
+    from tests.support.services import wait_until
 
     with simulator(start="now", rate=400, seed=9) as sim:
         gen = generated(sim)
@@ -137,7 +138,7 @@ def test_live_mode_follows_the_clock() -> None:
 
 
 def test_paced_history_catches_up_then_follows() -> None:
-    from tests.conftest import wait_until
+    from tests.support.services import wait_until
 
     with simulator(start=DAY, rate=300) as sim:
         wait_until(lambda: sim.stats()["live_index"] >= 150, what="a backlog of 150 events")

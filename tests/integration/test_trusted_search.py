@@ -21,9 +21,9 @@ from firehose.search import Searcher
 from firehose.simulator.identity import handle_for
 from firehose.simulator.options import SimulatorOptions
 from firehose.simulator.server import SimulatorThread
-from tests.conftest import RedisServer, free_port, stop_process
-from tests.integration.test_api import start_gunicorn
-from tests.integration.test_hot_hiding import account, delete_post, like, post
+from tests.support.api_server import start_gunicorn
+from tests.support.events import account, delete_post, like, post_event
+from tests.support.services import RedisServer, free_port, stop_process
 
 DID = "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa"
 OTHER = "did:plc:bbbbbbbbbbbbbbbbbbbbbbbb"
@@ -68,7 +68,7 @@ def test_a_post_is_served_before_the_flush_and_once_after(redis_server: RedisSer
     buffer = Buffer.connect(settings)
     searcher = searcher_for(settings, redis_server)
     assert search_uris(searcher, needles=("coffee",)) == []
-    buffer.append([post(DID, "1", "morning coffee"), like(), post(DID, "2", "tea")], 1)
+    buffer.append([post_event(DID, "1", "morning coffee"), like(), post_event(DID, "2", "tea")], 1)
     assert search_uris(searcher, needles=("coffee",)) == [post_uri(DID, "1")]  # nothing flushed yet
     assert export_uris(searcher, needles=("coffee",)) == [post_uri(DID, "1")]
     Flusher(settings, buffer).run_once()  # now in Parquet and still in the stream
@@ -83,9 +83,9 @@ def test_hot_and_archived_posts_interleave_in_sort_order(redis_server: RedisServ
     buffer = Buffer.connect(settings)
     searcher = searcher_for(settings, redis_server)
     base = 1_779_719_000_000_000
-    buffer.append([post(DID, f"a{i:03d}", f"word {i}", base + 10 * i) for i in range(0, 100, 2)], 1)
+    buffer.append([post_event(DID, f"a{i:03d}", f"word {i}", base + 10 * i) for i in range(0, 100, 2)], 1)
     Flusher(settings, buffer).run_once()  # the even ones are archived (and trimmed)
-    buffer.append([post(DID, f"a{i:03d}", f"word {i}", base + 10 * i) for i in range(1, 100, 2)], 1)
+    buffer.append([post_event(DID, f"a{i:03d}", f"word {i}", base + 10 * i) for i in range(1, 100, 2)], 1)
     newest_first = [post_uri(DID, f"a{i:03d}") for i in reversed(range(100))]
     for limit in (7, 50, 100):
         assert search_uris(searcher, limit, needles=("word",)) == newest_first
@@ -100,7 +100,7 @@ def test_deleted_posts_are_never_served_and_pages_stay_full(redis_server: RedisS
     buffer = Buffer.connect(settings)
     searcher = searcher_for(settings, redis_server)
     base = 1_779_719_000_000_000
-    buffer.append([post(DID, f"p{i:03d}", f"cat {i}", base + i) for i in range(120)], 1)
+    buffer.append([post_event(DID, f"p{i:03d}", f"cat {i}", base + i) for i in range(120)], 1)
     buffer.append([delete_post(DID, f"p{i:03d}") for i in range(0, 60, 2)], 1)  # archived deletions
     Flusher(settings, buffer).run_once()
     buffer.append([delete_post(DID, f"p{i:03d}") for i in range(60, 120, 2)], 1)  # deletions in the buffer only
@@ -117,7 +117,7 @@ def test_inactive_accounts_are_hidden_until_reactivated(redis_server: RedisServe
     settings = settings_for(redis_server, tmp_path)
     buffer = Buffer.connect(settings)
     searcher = searcher_for(settings, redis_server)
-    buffer.append([post(DID, "1", "hello"), post(OTHER, "2", "hello")], 1)
+    buffer.append([post_event(DID, "1", "hello"), post_event(OTHER, "2", "hello")], 1)
     Flusher(settings, buffer).run_once()
     buffer.append([account(DID, False, "suspended")], 1)
     assert search_uris(searcher, needles=("hello",)) == [post_uri(OTHER, "2")]
@@ -136,7 +136,8 @@ def test_inactive_accounts_are_hidden_until_reactivated(redis_server: RedisServe
 def test_the_api_serves_the_hot_tier_and_hides_deletions(redis_server: RedisServer, tmp_path: Path) -> None:
     settings = settings_for(redis_server, tmp_path)
     buffer = Buffer.connect(settings)
-    buffer.append([post(DID, "1", "=HYPERLINK(\"http://evil.example\") fresh"), post(DID, "2", "fresh gone")], 1)
+    buffer.append([post_event(DID, "1", "=HYPERLINK(\"http://evil.example\") fresh"),
+                   post_event(DID, "2", "fresh gone")], 1)
     buffer.append([delete_post(DID, "2")], 1)
     (tmp_path / "data").mkdir()
     server = start_gunicorn(tmp_path, tmp_path / "data", redis_server.url, FIREHOSE_API_HOT_REFRESH_SECONDS="0")
@@ -159,7 +160,7 @@ def test_a_handle_the_archive_never_saw_is_found_through_dns(redis_server: Redis
     handle = handle_for(did)
     settings = settings_for(redis_server, tmp_path)
     buffer = Buffer.connect(settings)
-    buffer.append([post(did, "1", "only via dns"), post(OTHER, "2", "only via dns")], 1)
+    buffer.append([post_event(did, "1", "only via dns"), post_event(OTHER, "2", "only via dns")], 1)
     Flusher(settings, buffer).run_once()
     assert not any((tmp_path / "data").glob("identity/*/*.parquet"))
     with SimulatorThread(SimulatorOptions(port=free_port(), events=0, dns_port=0)) as sim:
@@ -182,7 +183,8 @@ def test_a_capped_hot_tier_keeps_hiding_what_the_outage_deleted(redis_server: Re
     API's hot cap: /search and /export never serve the hidden posts, during the outage nor after the flush."""
     settings = settings_for(redis_server, tmp_path)
     buffer = Buffer.connect(settings)
-    buffer.append([post(DID, "1", "cat kept"), post(DID, "2", "cat deleted"), post(OTHER, "3", "cat deactivated")], 1)
+    buffer.append([post_event(DID, "1", "cat kept"), post_event(DID, "2", "cat deleted"),
+                   post_event(OTHER, "3", "cat deactivated")], 1)
     Flusher(settings, buffer).run_once()  # archived; from here on the flush is down
     client = redis_server.client()
     start_ms = int(time.time() * 1000) + 1_000
@@ -190,7 +192,7 @@ def test_a_capped_hot_tier_keeps_hiding_what_the_outage_deleted(redis_server: Re
                 id=f"{start_ms}-0")
     for i in range(6):  # one post per 10 s segment of stream time, all newer than the hiding facts
         entry_id = f"{start_ms + 20_000 * (i + 1)}-0"
-        client.xadd(settings.stream_key, {EVENT_FIELD: post(DID, f"n{i}", "cat new")}, id=entry_id)
+        client.xadd(settings.stream_key, {EVENT_FIELD: post_event(DID, f"n{i}", "cat new")}, id=entry_id)
     server = start_gunicorn(tmp_path, tmp_path / "data", redis_server.url, FIREHOSE_API_HOT_REFRESH_SECONDS="0",
                             FIREHOSE_API_HOT_MAX_POSTS="2")
 

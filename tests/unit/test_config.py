@@ -57,7 +57,7 @@ def test_reference_table_lists_every_variable() -> None:
 
 def test_configuration_doc_is_current() -> None:
     from firehose.config import DOC_HEADER
-    from tests.conftest import REPO
+    from tests.support.paths import REPO
 
     assert (REPO / "docs" / "configuration.md").read_text() == DOC_HEADER + markdown_table(), \
         "docs/configuration.md is stale: run `make config-doc`"

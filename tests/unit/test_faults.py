@@ -11,7 +11,7 @@ import pytest
 
 from firehose.config import ConfigError, Settings
 from firehose.faults import Failpoint, parse_spec
-from tests.conftest import REPO
+from tests.support.paths import REPO
 
 CLI = [sys.executable, "-m", "firehose.cli"]
 

@@ -18,7 +18,7 @@ from firehose.simulator.identity import did_for_handle, handle_for, plc_document
 from firehose.simulator.mix import LIKE, MIX, MIX_FILE, POST, REAL_MIX_FILE, read_mix
 from firehose.simulator.profiles import PROFILES, REAL, SEED, NetworkProfile
 from firehose.simulator.vocabulary import COMMON_WORD, PHRASE, RARE_WORD, TAG
-from tests.conftest import GOLDEN
+from tests.support.paths import GOLDEN
 
 N = 100_000
 DID_RE = re.compile(r"^did:plc:[a-z2-7]{24}$")

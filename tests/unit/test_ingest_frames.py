@@ -10,7 +10,7 @@ import zstandard
 
 from firehose.config import ZSTD_DICTIONARY_PATH
 from firehose.ingest import BadFrame, FrameDecoder, backoff_delay, subscribe_url
-from tests.conftest import GOLDEN
+from tests.support.paths import GOLDEN
 
 
 def compress(data: bytes) -> bytes:

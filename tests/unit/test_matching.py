@@ -24,7 +24,7 @@ from firehose.filters import Filters, where_clause
 from firehose.matching import fold, matches, needle, needles_of, re2_literal, tokens
 from firehose.params import Position, SearchQuery
 from firehose.search import Searcher
-from tests.unit.test_query import DAY1, DAY2, post, settings_for, write_posts
+from tests.support.archive import DAY1, DAY2, post_row, search_settings, write_posts
 
 QUERIES = 2000  # random queries compared path by path
 SEARCHES = 150  # of them also end to end through Searcher.search
@@ -87,8 +87,8 @@ def random_query(rng: random.Random, texts: list[str]) -> tuple[str, bool]:
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[dict]]:
     """(indexed data dir, the same data unindexed, the posts)."""
     rng = random.Random(SEED)
-    rows = [post(t, DAY1 if i % 2 else DAY2) for i, t in enumerate(GOLDEN)]
-    rows += [post(generated_text(rng), rng.choice((DAY1, DAY2))) for _ in range(1000)]
+    rows = [post_row(t, DAY1 if i % 2 else DAY2) for i, t in enumerate(GOLDEN)]
+    rows += [post_row(generated_text(rng), rng.choice((DAY1, DAY2))) for _ in range(1000)]
     for row in rng.sample(rows, 300):  # ties on time (same day, whole minutes): the keyset order falls back to the URI
         row["time_us"] -= row["time_us"] % 60_000_000
     base = tmp_path_factory.mktemp("corpus")
@@ -169,8 +169,8 @@ def test_index_and_scan_match_the_rules_on_thousands_of_queries(corpus: tuple[Pa
 def test_search_via_index_equals_search_via_scan(corpus: tuple[Path, Path, list[dict]]) -> None:
     """End to end through `Searcher.search`, pages and cursors included, on the indexed and the unindexed copy."""
     indexed, scanned, rows = corpus
-    by_index = Searcher(settings_for(indexed, api_duckdb_threads=1))
-    by_scan = Searcher(settings_for(scanned, api_duckdb_threads=1))
+    by_index = Searcher(search_settings(indexed, api_duckdb_threads=1))
+    by_scan = Searcher(search_settings(scanned, api_duckdb_threads=1))
     assert all(by_index.day_index(d) is not None for d in (DAY1, DAY2))
     assert all(by_scan.day_index(d) is None for d in (DAY1, DAY2))
     rng = random.Random(SEED + 2)
@@ -185,7 +185,7 @@ def test_search_via_index_equals_search_via_scan(corpus: tuple[Path, Path, list[
 
 def test_export_index_path_equals_scan_path(corpus: tuple[Path, Path, list[dict]]) -> None:
     indexed, scanned, _ = corpus
-    by_index, by_scan = Searcher(settings_for(indexed)), Searcher(settings_for(scanned))
+    by_index, by_scan = Searcher(search_settings(indexed)), Searcher(search_settings(scanned))
     for text in ("cat", "東京", "hello world", "caf*", "don't", "猫が"):
         filters = Filters(needles=needles_of(text, tuple(text.split()), False)[0])
         exported = [[u for b in s.export(filters, 10_000) for u in b.column("uri").to_pylist()]

@@ -1,12 +1,10 @@
 """The query layer against real Parquet files: search semantics, ordering, keyset pages, caps, time budgets.
 
-The helpers at the top (`post`, `write_posts`, `write_identity`, `bulk_posts`, `settings_for`) are shared with the
-API tests (unit and integration) so every layer searches the same fixture data.
+The fixture data is written by tests/support/archive.py, as in the API tests (unit and integration).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import itertools
 import os
 import time
@@ -14,86 +12,26 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pytest
 
-from firehose import catalog, schema, storage
+from firehose import catalog, storage
 from firehose.config import Settings
 from firehose.database import Database, Watchdog
 from firehose.filters import Filters
 from firehose.matching import Needle, needle
 from firehose.params import BadParameter, CursorCodec, Position, SearchQuery, openapi_parameters, parse_search
 from firehose.search import QueryTimeout, Searcher
-
-DAY1, DAY2, DAY3 = "2024-05-01", "2024-05-02", "2024-05-03"
-_seq = itertools.count()
-
-
-def us(date: str, seconds: int = 0) -> int:
-    """Unix microseconds of `seconds` after midnight UTC of `date`."""
-    day = dt.datetime.fromisoformat(date).replace(tzinfo=dt.UTC)
-    return int(day.timestamp()) * 1_000_000 + seconds * 1_000_000
-
-
-def post(text: str, date: str = DAY1, seconds: int | None = None, did: str = "did:plc:alice", **extra: Any) -> dict:
-    """One `posts` row; time defaults to a unique second of `date`."""
-    n = next(_seq)
-    rkey = extra.pop("rkey", f"3k{n:08d}")
-    row = {
-        "did": did, "time_us": us(date, n % 86_000 if seconds is None else seconds), "rev": "r1",
-        "operation": "create", "rkey": rkey, "cid": f"bafy{n}", "uri": f"at://{did}/app.bsky.feed.post/{rkey}",
-        "created_at": f"{date}T00:00:00.000Z", "text": text, "langs": ["en"], "mentions": [], "links": [], "tags": [],
-    }
-    row.update(extra)
-    return row
-
-
-def write_posts(data_dir: Path, rows: list[dict], name: str = "part-0") -> None:
-    """Write `rows` into their date partitions (one file per date per call)."""
-    by_date: dict[str, list[dict]] = {}
-    for row in rows:
-        by_date.setdefault(schema.partition_date(row["time_us"]), []).append(row)
-    for date, part in by_date.items():
-        path = storage.partition_dir(data_dir, "posts", date) / f"{name}.parquet"
-        storage.write_parquet(data_dir, schema.to_arrow("posts", part), path, storage.ParquetPolicy(1, 100_000))
-
-
-def write_identity(data_dir: Path, entries: list[tuple[str, str, int]]) -> None:
-    """Write identity rows (did, handle, time_us)."""
-    rows = [{"did": d, "handle": h, "time_us": t, "seq": i} for i, (d, h, t) in enumerate(entries)]
-    date = schema.partition_date(entries[0][2])
-    path = storage.partition_dir(data_dir, "identity", date) / "identity-0.parquet"
-    storage.write_parquet(data_dir, schema.to_arrow("identity", rows), path, storage.ParquetPolicy(1, 100_000))
-
-
-def bulk_posts(data_dir: Path, date: str, count: int, *, text: str = "filler post number", name: str = "bulk",
-               did: str = "did:plc:bulk", step_us: int = 1000, start_us: int | None = None,
-               row_group_size: int = 100_000) -> None:
-    """`count` posts on `date` built column-wise (fast), every second pair sharing a time_us (ties on time)."""
-    start = us(date, 3600) if start_us is None else start_us
-    cols: dict[str, Any] = {name_: [None] * count for name_ in schema.TABLES["posts"].schema.names}
-    cols["did"] = [did] * count
-    cols["time_us"] = [start + (i // 2) * step_us for i in range(count)]
-    cols["rkey"] = [f"{name}{i:07d}" for i in range(count)]
-    cols["uri"] = [f"at://{did}/app.bsky.feed.post/{name}{i:07d}" for i in range(count)]
-    cols["text"] = [f"{text} {i}" for i in range(count)]
-    cols["operation"] = ["create"] * count
-    for list_col in ("langs", "mentions", "links", "tags"):
-        cols[list_col] = [[] for _ in range(count)]
-    table = pa.table({f.name: pa.array(cols[f.name], f.type) for f in schema.TABLES["posts"].schema},
-                     schema=schema.TABLES["posts"].schema)
-    path = storage.partition_dir(data_dir, "posts", date) / f"{name}.parquet"
-    storage.write_parquet(data_dir, table, path, storage.ParquetPolicy(1, row_group_size))
-
-
-def settings_for(data_dir: Path, **overrides: Any) -> Settings:
-    """Settings for tests: this data dir; no hot tier (no Redis) and no identity resolver on the network (PLC, DNS,
-    well-known) unless given: nothing leaves the machine."""
-    values: dict[str, Any] = {"data_dir": data_dir, "plc_url": "", "api_cursor_secret": "test-secret",
-                              "api_hot_tier": False, "dns_enabled": False, "wellknown_enabled": False}
-    values.update(overrides)
-    return Settings(**values)
-
+from tests.support.archive import (
+    DAY1,
+    DAY2,
+    DAY3,
+    bulk_posts,
+    post_row,
+    search_settings,
+    us,
+    write_identity,
+    write_posts,
+)
 
 SEMANTIC_POSTS = [
     ("Hello World from the archive", DAY1, {}),
@@ -119,7 +57,7 @@ SEMANTIC_POSTS = [
 @pytest.fixture
 def semantic_dir(tmp_path: Path) -> Path:
     data = tmp_path / "data"
-    rows = [post(text, date, **extra) for text, date, extra in SEMANTIC_POSTS]
+    rows = [post_row(text, date, **extra) for text, date, extra in SEMANTIC_POSTS]
     write_posts(data, rows)
     return data
 
@@ -240,7 +178,7 @@ def test_cursor_round_trip_and_forgery() -> None:
 
 
 def test_all_words_case_insensitive_any_script(semantic_dir: Path) -> None:
-    s = Searcher(settings_for(semantic_dir))
+    s = Searcher(search_settings(semantic_dir))
     assert texts(s, needles=["WORLD", "hello"]) == ["hello again, WORLD", "Hello World from the archive"]
     assert texts(s, needles=["мир"]) == ["Привет, Мир! Как дела?"]
     assert texts(s, needles=["ПРИВЕТ", "дела"]) == ["Привет, Мир! Как дела?"]
@@ -254,7 +192,7 @@ def test_all_words_case_insensitive_any_script(semantic_dir: Path) -> None:
 
 
 def test_punctuation_separates_words(semantic_dir: Path) -> None:
-    s = Searcher(settings_for(semantic_dir))
+    s = Searcher(search_settings(semantic_dir))
     assert texts(s, needles=["100%"]) == ["I am 100 sure", "I am 100% sure"]
     assert needle("%") is None and needle("_") is None and needle("\\") is None
     assert texts(s, needles=["snake_case"]) == ["snake_case names"]  # the words snake, case in a row
@@ -264,13 +202,13 @@ def test_punctuation_separates_words(semantic_dir: Path) -> None:
 
 
 def test_exact_phrase(semantic_dir: Path) -> None:
-    s = Searcher(settings_for(semantic_dir))
+    s = Searcher(search_settings(semantic_dir))
     assert texts(s, needles=["HELLO WORLD"]) == ["Hello World from the archive"]
     assert texts(s, needles=["world hello"]) == []
 
 
 def test_structured_filters(semantic_dir: Path) -> None:
-    s = Searcher(settings_for(semantic_dir))
+    s = Searcher(search_settings(semantic_dir))
     assert texts(s, lang="ru") == ["Привет, Мир! Как дела?"]
     assert texts(s, lang="de") == ["Straße und Weg"]
     assert texts(s, lang="en-us") == ["by bob"]
@@ -288,7 +226,7 @@ def test_structured_filters(semantic_dir: Path) -> None:
 
 
 def test_newest_first_across_partitions_and_oldest(semantic_dir: Path) -> None:
-    s = Searcher(settings_for(semantic_dir))
+    s = Searcher(search_settings(semantic_dir))
     rows = s.search(Filters(), 50, None, cap=1000).rows
     times = [r["time_us"] for r in rows]
     assert len(rows) == len(SEMANTIC_POSTS)
@@ -303,7 +241,7 @@ def test_stops_at_the_newest_partition_when_the_page_is_full(tmp_path: Path) -> 
     bulk_posts(data, DAY3, 200, name="new")
     bulk_posts(data, DAY1, 200, name="old")
     (storage.partition_dir(data, "posts", DAY1) / "old.parquet").write_bytes(b"not parquet")  # never opened
-    page = Searcher(settings_for(data)).search(Filters(), 50, None, cap=1000)
+    page = Searcher(search_settings(data)).search(Filters(), 50, None, cap=1000)
     assert len(page.rows) == 50 and page.next_position is not None
 
 
@@ -324,7 +262,7 @@ def test_keyset_pages_have_no_gaps_or_duplicates(tmp_path: Path, sort: str) -> N
     data = tmp_path / "data"
     for i, date in enumerate((DAY1, DAY2, DAY3)):
         bulk_posts(data, date, 37 + i, name=f"d{i}")  # pairs of rows share a time_us
-    s = Searcher(settings_for(data))
+    s = Searcher(search_settings(data))
     expected = [r["uri"] for r in s.search(Filters(SearchQuery(sort=sort)), 500, None, cap=1000).rows]
     assert len(expected) == 37 + 38 + 39
     for limit in (1, 7, 50):
@@ -339,7 +277,7 @@ def test_time_windows_over_small_row_groups(tmp_path: Path, monkeypatch: pytest.
         for part in range(3):  # several files a day, like the 5-minute flushes, overlapping in time
             bulk_posts(data, date, 45, name=f"d{i}p{part}", start_us=us(date, 100 + part * 10), step_us=997_000,
                        row_group_size=10)
-    s = Searcher(settings_for(data, api_duckdb_threads=2))
+    s = Searcher(search_settings(data, api_duckdb_threads=2))
     in_order = Filters(SearchQuery(sort=sort))
     windows = list(s.windows(in_order, None))
     assert len(windows) > 3
@@ -349,7 +287,7 @@ def test_time_windows_over_small_row_groups(tmp_path: Path, monkeypatch: pytest.
     expected = sorted(((r["time_us"], r["uri"]) for r in s.search(in_order, 500, None, cap=1000).rows),
                       reverse=sort == "latest")
     assert len(expected) == 405
-    with Searcher(settings_for(data)).db.connection().cursor() as cur:
+    with Searcher(search_settings(data)).db.connection().cursor() as cur:
         rows = cur.execute(f"SELECT time_us, uri FROM '{data}/posts/*/*.parquet'").fetchall()
     assert sorted(rows, reverse=sort == "latest") == expected
     for limit in (7, 50):
@@ -362,7 +300,7 @@ def test_total_cap_over_all_pages(tmp_path: Path) -> None:
     data = tmp_path / "data"
     bulk_posts(data, DAY1, 700, name="a")
     bulk_posts(data, DAY2, 700, name="b")
-    s = Searcher(settings_for(data))
+    s = Searcher(search_settings(data))
     uris = walk(s, Filters(), 50, 1000)
     assert len(uris) == 1000 == len(set(uris))
     assert len(walk(s, Filters(), 30, 1000)) == 1000  # the last page is cut to the cap
@@ -371,7 +309,7 @@ def test_total_cap_over_all_pages(tmp_path: Path) -> None:
 
 
 def test_no_data_no_error(tmp_path: Path) -> None:
-    s = Searcher(settings_for(tmp_path / "nothing"))
+    s = Searcher(search_settings(tmp_path / "nothing"))
     assert s.search(Filters(needles=(Needle(("x",)),)), 50, None, cap=1000).rows == []
     assert s.catalog.newest_time_us() is None
     assert s.catalog.stats() == {"tables": {}}
@@ -393,7 +331,7 @@ def test_search_past_its_budget_times_out_then_works(tmp_path: Path) -> None:
     data = tmp_path / "data"
     for day in range(1, 29):
         bulk_posts(data, f"2024-02-{day:02d}", 20_000, name=f"b{day}", text="lorem ipsum dolor sit amet " * 8)
-    s = Searcher(settings_for(data, api_query_timeout=0.001))  # ~80 ms of scanning against a 1 ms budget
+    s = Searcher(search_settings(data, api_query_timeout=0.001))  # ~80 ms of scanning against a 1 ms budget
     with pytest.raises(QueryTimeout):
         s.search(Filters(needles=(Needle(("nowhere", "to", "be", "found")),)), 50, None, cap=1000)
     assert len(s.search(Filters(), 5, None, cap=1000, budget=30).rows) == 5
@@ -404,7 +342,7 @@ def test_search_past_its_budget_times_out_then_works(tmp_path: Path) -> None:
 
 def test_freshness_and_stats_from_footers(semantic_dir: Path) -> None:
     write_identity(semantic_dir, [("did:plc:bob", "bob.test", us(DAY3, 7))])
-    s = Searcher(settings_for(semantic_dir))
+    s = Searcher(search_settings(semantic_dir))
     newest = max(r["time_us"] for r in s.search(Filters(), 50, None, cap=1000).rows)
     assert s.catalog.newest_time_us() == newest
     stats = s.catalog.stats()["tables"]
@@ -417,26 +355,26 @@ def test_stats_are_current_at_every_call(tmp_path: Path) -> None:
     """No answer is reused: a new file, a file replaced under its name and a compaction show at the next call,
     also when the directory changes twice within its mtime tick; an unchanged partition is not listed again."""
     data = tmp_path / "data"
-    write_posts(data, [post("a"), post("b")], name="f1")
-    s = Searcher(settings_for(data))
+    write_posts(data, [post_row("a"), post_row("b")], name="f1")
+    s = Searcher(search_settings(data))
 
     def day() -> dict:
         return s.catalog.stats()["tables"]["posts"]["days"][DAY1]
 
     assert day()["rows"] == 2 and day()["files"] == 1
-    write_posts(data, [post("c")], name="f2")  # a flush batch
+    write_posts(data, [post_row("c")], name="f2")  # a flush batch
     assert day()["rows"] == 3 and day()["files"] == 2
-    write_posts(data, [post("c"), post("d")], name="f2")  # its redo, same name, more rows
+    write_posts(data, [post_row("c"), post_row("d")], name="f2")  # its redo, same name, more rows
     assert day()["rows"] == 4 and day()["files"] == 2
     part = storage.partition_dir(data, "posts", DAY1)
     for f in part.glob("*.parquet"):
         f.unlink()
-    write_posts(data, [post(str(i)) for i in range(5)], name="compact-1")  # compacted into one file
+    write_posts(data, [post_row(str(i)) for i in range(5)], name="compact-1")  # compacted into one file
     assert day() == {"rows": 5, "files": 1, "bytes": (part / "compact-1.parquet").stat().st_size}
     old = time.time_ns() - 10 * catalog.RACY_NS  # a settled partition: its listing is kept while it is unchanged
     os.utime(part, ns=(old, old))
     assert day()["rows"] == 5
-    write_posts(data, [post("e")], name="f3")
+    write_posts(data, [post_row("e")], name="f3")
     os.utime(part, ns=(old, old))  # a change that left the directory's mtime alone (renames never do)
     assert day()["rows"] == 5  # proves the settled listing is reused: one stat per partition
     os.utime(part)
@@ -447,7 +385,7 @@ def test_identity_lookups(tmp_path: Path) -> None:
     data = tmp_path / "data"
     write_identity(data, [("did:plc:a", "old.test", us(DAY1, 1)), ("did:plc:a", "New.Test", us(DAY1, 2)),
                           ("did:plc:b", "b.test", us(DAY1, 3))])
-    s = Searcher(settings_for(data))
+    s = Searcher(search_settings(data))
     assert s.identity_handles(["did:plc:a", "did:plc:b", "did:plc:c"]) == {"did:plc:a": "new.test",
                                                                           "did:plc:b": "b.test"}
     assert s.identity_did("new.test") == "did:plc:a"

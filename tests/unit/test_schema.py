@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from firehose import schema
-from tests.conftest import GOLDEN, REPO
+from tests.support.paths import GOLDEN, REPO
 
 EXPECTED_TABLES = ["likes", "posts", "reposts", "follows", "profiles", "deletes", "records", "identity", "account",
                    "blocks"]

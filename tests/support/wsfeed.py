@@ -18,7 +18,7 @@ import orjson
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import free_port
+from tests.support.services import free_port
 
 
 class ScriptedFeed:

@@ -1,22 +1,20 @@
-"""Helpers for the pipeline tests: run the real CLI stages as subprocesses and read back the Parquet."""
+"""The pipeline's stages for tests: run the real CLI stages as subprocesses (or build their settings in process),
+append events the way the ingester does, and read back the Parquet."""
 
 from __future__ import annotations
 
-import datetime as dt
 import os
-import random
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import duckdb
-import orjson
 
 from firehose.buffer import Buffer
 from firehose.config import Settings
 from firehose.schema import TABLE_NAMES
-from tests.conftest import GOLDEN, RedisServer
+from tests.support.services import RedisServer
 
 CLI = [sys.executable, "-m", "firehose.cli"]
 
@@ -58,35 +56,9 @@ def row_count(data_dir: Path) -> int:
     return sum(len(v) for v in all_rows(data_dir).values())
 
 
-GOLDEN_LINES = GOLDEN.read_bytes().splitlines()
-
-
-def settings_for(redis_server: RedisServer, data_dir: Path, **env: str) -> Settings:
+def stage_settings(redis_server: RedisServer, data_dir: Path, **env: str) -> Settings:
+    """In-process `Settings` for a stage (buffer, flush, compaction) on a test Redis and data directory."""
     return Settings.from_env({"FIREHOSE_REDIS_URL": redis_server.url, "FIREHOSE_DATA_DIR": str(data_dir), **env})
-
-
-def synthetic_events(n: int, seed: int = 3, days: int = 2) -> list[bytes]:
-    """`n` distinct small events of every kind spread over `days` UTC days."""
-    rng = random.Random(seed)
-    start = int(dt.datetime(2026, 5, 24, tzinfo=dt.UTC).timestamp() * 1_000_000)
-    out = []
-    for i in range(n):
-        base = orjson.loads(GOLDEN_LINES[i % len(GOLDEN_LINES)])
-        base["time_us"] = start + rng.randrange(days * 86_400_000_000)
-        base["did"] = f"did:plc:{i:024d}"
-        out.append(orjson.dumps(base))
-    return out
-
-
-def post_event(text: str, time_us: int, did: str, rkey: str) -> bytes:
-    """A Jetstream create-post event (the golden one, re-dated) with this text, time, author and record key."""
-    template = next(line for line in GOLDEN_LINES if b'"app.bsky.feed.post"' in line
-                    and b'"operation":"create"' in line.replace(b" ", b""))
-    event = orjson.loads(template)
-    event.update(time_us=time_us, did=did)
-    event["commit"]["rkey"] = rkey
-    event["commit"]["record"]["text"] = text
-    return orjson.dumps(event)
 
 
 def append(buffer: Buffer, events: list[bytes], per_entry: int = 100) -> None:

@@ -1,5 +1,6 @@
 """HTTPS to the test host's proxy: connect to its address while Host and SNI name the proxy's domain (the test
-host has no DNS name), trusting Caddy's local CA. Used by tests/host and tests/bench/fair_use.py."""
+host has no DNS name), trusting Caddy's local CA. Used by tests/support/host.py (tests/host) and
+tests/bench/fair_use.py."""
 
 from __future__ import annotations
 
