@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import redis
 
-from firehose.buffer import EVENT_FIELD, Keys, flushed_through, id_tuple, split_events
+from firehose.buffer import Keys, entries_from, flushed_through, id_tuple, split_events
 from firehose.schema import TABLES, TableBatch
 
 log = logging.getLogger(__name__)
@@ -319,7 +319,7 @@ class HotTier:
             rows = client.xrange(self._stream, min=start, max="+", count=READ_ENTRIES)
             if not rows:
                 break
-            entries = [(eid, fields.get(EVENT_FIELD, b"")) for eid, fields in rows]
+            entries = entries_from(rows)
             state.after = entries[-1][0]
             start = b"(" + state.after
             for group in _by_bucket(entries):

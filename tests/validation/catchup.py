@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from tests.validation.accounting import Accounting, simulator_accounting
 from tests.validation.day import Say, wait_drained
 from tests.validation.local import LocalDayTarget, scrape
 from tests.validation.procs import CLI, Processes, free_port, wait_for_port
+from tests.validation.simulator import simulator_stats
 from tests.validation.trusted import FreshnessProbe
 
 CAUGHT_UP_S = 10.0
@@ -93,11 +93,6 @@ class CatchupOutcome:
         return out
 
 
-def _stats(port: int) -> dict[str, Any]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=10) as response:
-        return dict(json.load(response))
-
-
 def _generator(params: CatchupParams, port: int, stats: dict[str, Any]) -> EventGenerator:
     """The simulator's generator, rebuilt from its options and the start time it reports."""
     now_us = int(stats["start_us"]) + int(params.hours * 3_600e6)
@@ -116,7 +111,7 @@ def run_catchup(params: CatchupParams, procs: Processes, work: Path, say: Say) -
     port = free_port()
     procs.start("simulator", params.argv(port))
     wait_for_port(port)
-    stats = _stats(port)
+    stats = simulator_stats("127.0.0.1", port)
     generator = _generator(params, port, stats)
     backlog = int(stats["live_index"])
     say(f"simulator: live at {params.live_rate:,.1f} events/s ({params.profile}) with a {params.hours:g} h backlog "
@@ -136,7 +131,7 @@ def run_catchup(params: CatchupParams, procs: Processes, work: Path, say: Say) -
             f"{params.follow_s:g} s")
         time.sleep(params.follow_s)  # live traffic after the catch-up: a duration of the run, not a wait for a state
     target.stop_ingester(hard=False)
-    final = _stats(port)
+    final = simulator_stats("127.0.0.1", port)
     drain_s = wait_drained(target, params.flush_interval * 3 + backlog / 5000, say)
     peak_mb, maxmemory_mb = _redis_memory_mb(target)
     target.finish_ingest()

@@ -87,8 +87,7 @@ class Simulator:
         return f"ws://{self.host}:{self.port}/subscribe"
 
     def stats(self) -> dict[str, Any]:
-        with urllib.request.urlopen(f"http://{self.host}:{self.port}/stats", timeout=10) as response:
-            return dict(json.load(response))
+        return simulator_stats(self.host, self.port)
 
     def wait_index(self, index: int, timeout: float, alive: Any = None) -> dict[str, Any]:
         """Wait until event `index` has been sent; `alive()` (optional) must stay true meanwhile."""
@@ -118,6 +117,12 @@ class Simulator:
     def connection_starts(self) -> list[int]:
         """The start index of every connection so far, from the simulator's log."""
         return [int(m.group(2)) for m in CONNECTED.finditer(self.proc.log.read_text(errors="replace"))]
+
+
+def simulator_stats(host: str, port: int) -> dict[str, Any]:
+    """The `/stats` of the simulator listening on host:port."""
+    with urllib.request.urlopen(f"http://{host}:{port}/stats", timeout=10) as response:
+        return dict(json.load(response))
 
 
 def profile_params(name: str) -> dict[str, str]:
