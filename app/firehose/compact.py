@@ -22,7 +22,7 @@ from pathlib import Path
 
 import duckdb
 
-from firehose import index, storage
+from firehose import hiding_facts, index, storage
 from firehose.config import Settings
 from firehose.faults import Failpoint, Failpoints
 from firehose.schema import TABLES
@@ -84,6 +84,10 @@ class Compactor:
                     files = storage.partition_files(self.data_dir, table, date)
                     if needs_compaction(files):
                         results.append(self.compact_partition(table, date, files))
+            # the compacted days' hiding facts now name other files; any day's missing or stale ones are healed
+            healed = hiding_facts.ensure(self.data_dir)
+            if healed:
+                log.info("hiding facts written for %d days (%s..%s)", len(healed), min(healed), max(healed))
         return results
 
     def compact_partition(self, table: str, date: str, files: list[Path]) -> CompactResult:

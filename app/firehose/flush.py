@@ -30,7 +30,7 @@ import pyarrow as pa
 from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 from prometheus_client.parser import text_string_to_metric_families
 
-from firehose import index, storage
+from firehose import hiding_facts, index, storage
 from firehose.buffer import SEPARATOR, Buffer, Entry, id_ms, id_tuple, split_events
 from firehose.config import Settings
 from firehose.faults import Failpoint, Failpoints
@@ -38,6 +38,7 @@ from firehose.schema import TABLE_NAMES, TableBatch
 
 log = logging.getLogger("firehose.flush")
 
+FACT_TABLES = hiding_facts.TABLES  # the tables whose rows make the hiding facts
 READ_ENTRIES = 500  # most stream entries per XREADGROUP (each holds one ingest batch of events)
 
 
@@ -89,6 +90,11 @@ def build_tables(entries: Sequence[Entry]) -> tuple[dict[tuple[str, str], pa.Tab
     """
     with paused_gc():
         return _build_tables(entries)
+
+
+def _more_facts(tables: dict[tuple[str, str], pa.Table], table: str, date: str) -> bool:
+    """Whether the batch still has a hiding table of `date` to write after `table` (they are written in order)."""
+    return any((later, date) in tables for later in FACT_TABLES if later > table)
 
 
 @contextlib.contextmanager
@@ -199,12 +205,17 @@ class Flusher:
         name = file_name(first, last)
         if recorded:  # only a redone batch can have files that a compaction merged since
             tables = self._not_compacted(tables, name)
-        for (table, date), arrow_table in sorted(tables.items()):
+        # the hiding tables first, then their day's facts file: readers fall back to these Parquet files only
+        # for the moment in between
+        for (table, date), arrow_table in sorted(tables.items(), key=lambda kv: (kv[0][0] not in FACT_TABLES, kv[0])):
             path = storage.partition_dir(self.data_dir, table, date) / name
             batch.bytes_written += storage.write_parquet(self.data_dir, arrow_table, path, self.policy)
             batch.rows[table] += arrow_table.num_rows
             batch.files.append(path)
             self.faults.reached(Failpoint.FLUSH_AFTER_RENAME)
+            if table in FACT_TABLES and not _more_facts(tables, table, date):
+                hiding_facts.add_files(self.data_dir, date, {t: (name, tables[t, date]) for t in FACT_TABLES
+                                                              if (t, date) in tables})
         for (table, date), arrow_table in sorted(tables.items()):
             if table == "posts":
                 batch.indexed += self._index(date, name, arrow_table)

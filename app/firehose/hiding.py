@@ -9,103 +9,134 @@ A post is hidden when
 The Parquet files keep everything; researchers still read the `deletes` and `account` tables. The query layer
 applies the rules to candidate rows before it counts them into a page, so pages stay full.
 
-Archived deletions are kept per worker as a sorted array of DuckDB `hash(uri)` values (8 bytes a deletion; the
-query layer computes the same hash for each candidate row in the same process), rebuilt per day only when that
-day's files change. A 64-bit hash collision could hide a post wrongly: about one chance in 10^7 for a million
-deletions against a million candidates. Deletions still in the buffer are compared as strings.
+What a worker holds: the archive's rules are the per-day facts files the flush and the compaction write
+(`hiding_facts`), memory-mapped, so a fresh worker starts serving after a stat of each day's directories and the
+page cache shares the arrays between workers; only a day whose facts file is missing or stale (the moment between
+a flush's Parquet and its facts, or an archive restored without them) is read from its Parquet into the worker's
+own memory, until its file is current again. A candidate row is looked up in each day's sorted arrays (a binary
+search per day: the cost of a lookup grows with the log of a day's deletions and linearly with the days, not
+with their rows). Posts are told apart by `index.uri_key`, a 64-bit hash of the URI: a collision could hide a
+post wrongly, about one chance in 10^7 for a million deletions against a million candidates; accounts likewise
+by the hash of the DID. Deletions and account events still in the buffer are compared as strings.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generic, TypeVar
 
-import duckdb
 import numpy as np
+import pyarrow as pa
 
-from firehose import storage
-from firehose.hot import POST_COLLECTION, HotSnapshot
+from firehose import hiding_facts, storage
+from firehose.hiding_facts import DayFacts
+from firehose.hot import HotSnapshot
+from firehose.index import uri_key
 
 log = logging.getLogger(__name__)
 
-Signature = tuple[tuple[str, int, int], ...]
-CursorFactory = Callable[[], duckdb.DuckDBPyConnection]
-T = TypeVar("T")
-
-_DELETED_SQL = (
-    "SELECT DISTINCT hash('at://' || did || '/" + POST_COLLECTION + "/' || rkey) AS h "
-    "FROM read_parquet(?, hive_partitioning = false) WHERE collection = '" + POST_COLLECTION + "' ORDER BY h"
-)
-_ACCOUNT_SQL = (
-    "SELECT did, max(time_us), arg_max(active, time_us) FROM read_parquet(?, hive_partitioning = false) "
-    "WHERE active IS NOT NULL GROUP BY did"
-)
-NO_HASHES = np.empty(0, dtype=np.uint64)
+Signature = tuple[tuple[int, int, int] | None, ...]
+RACY_NS = 2_000_000_000  # a directory changed this recently may change again within its mtime's granularity
 
 
 @dataclass(frozen=True)
 class HiddenSet:
     """The rules at one moment: immutable, shared between threads."""
 
-    deleted_hashes: np.ndarray = field(default_factory=lambda: NO_HASHES)  # sorted, unique
-    deleted_uris: frozenset[str] = frozenset()
-    inactive_dids: frozenset[str] = frozenset()
+    days: tuple[DayFacts, ...] = ()  # the archive's facts, newest day first
+    deleted_uris: frozenset[str] = frozenset()  # deletions in the hot tier
+    accounts: Mapping[str, tuple[int, bool]] = field(default_factory=dict)  # hot tier: did -> (time_us, active)
 
-    def keep_mask(self, uris: Sequence[str], dids: Sequence[str], hashes: Sequence[int]) -> list[bool]:
-        """For each candidate row (its uri, did and DuckDB `hash(uri)`), whether it may be served."""
+    def keep_mask(self, uris: Sequence[str], dids: Sequence[str]) -> list[bool]:
+        """For each candidate row (its uri and did), whether it may be served."""
         if not uris:
             return []
         deleted = np.zeros(len(uris), dtype=bool)
-        if self.deleted_hashes.size:
-            values = np.asarray(hashes, dtype=np.uint64)
-            at = np.searchsorted(self.deleted_hashes, values)
-            at[at >= self.deleted_hashes.size] = 0
-            deleted = self.deleted_hashes[at] == values
-        return [not (deleted[i] or uri in self.deleted_uris or did in self.inactive_dids)
+        if any(day.deleted.size for day in self.days):
+            keys = np.fromiter((uri_key(u) for u in uris), dtype=np.int64, count=len(uris))
+            for day in self.days:
+                deleted |= _member(day.deleted, keys)
+        active = self.active(dids)
+        return [not (deleted[i] or uri in self.deleted_uris) and active[did]
                 for i, (uri, did) in enumerate(zip(uris, dids, strict=True))]
+
+    def active(self, dids: Sequence[str]) -> dict[str, bool]:
+        """Whether each of `dids` is active: its latest account event, in the hot tier or the newest archived day
+        that has one, says so (or it has none)."""
+        unique = list(dict.fromkeys(dids))
+        times = np.full(len(unique), -1, dtype=np.int64)
+        active = np.ones(len(unique), dtype=bool)
+        if any(day.account_keys.size for day in self.days):
+            keys = np.fromiter((uri_key(d) for d in unique), dtype=np.int64, count=len(unique))
+            todo = np.ones(len(unique), dtype=bool)
+            for day in self.days:  # newest first: a day's events are all later than an older day's
+                if not day.account_keys.size:
+                    continue
+                at = np.minimum(np.searchsorted(day.account_keys, keys), day.account_keys.size - 1)
+                hit = todo & (day.account_keys[at] == keys)
+                times[hit] = day.account_times[at[hit]]
+                active[hit] = day.account_active[at[hit]] != 0
+                todo &= ~hit
+                if not todo.any():
+                    break
+        states = {}
+        for i, did in enumerate(unique):
+            hot = self.accounts.get(did)
+            states[did] = hot[1] if hot is not None and hot[0] >= times[i] else bool(active[i])
+        return states
+
+    def is_inactive(self, did: str) -> bool:
+        """Whether every post of `did` is hidden now."""
+        return not self.active([did])[did]
 
     @property
     def size(self) -> int:
-        """Deletions and inactive accounts known (for metrics)."""
-        return int(self.deleted_hashes.size) + len(self.deleted_uris) + len(self.inactive_dids)
+        """Archived deletions and account states plus the hot tier's (for metrics)."""
+        return sum(day.size for day in self.days) + len(self.deleted_uris) + len(self.accounts)
+
+
+def _member(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """For each of `keys`, whether it is in `sorted_keys`."""
+    if not sorted_keys.size:
+        return np.zeros(keys.size, dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_keys, keys), sorted_keys.size - 1)
+    return np.asarray(sorted_keys[at] == keys)
 
 
 @dataclass
-class _Day(Generic[T]):
-    """What was read from one day's files, and which files (paths, mtimes, sizes) it was read from."""
+class _Day:
+    """One day's facts, and the state of its directories and facts file they were taken at (None: check again)."""
 
-    signature: Signature
-    value: T
+    signature: Signature | None
+    facts: DayFacts
 
 
 class Hiding:
-    """Builds the `HiddenSet` of one worker from the archive and the hot tier; archive reads are cached per day."""
+    """Builds the `HiddenSet` of one worker from the archive's facts files and the hot tier."""
 
-    def __init__(self, data_dir: Path, cursor: CursorFactory, *, min_interval: float = 1.0,
+    def __init__(self, data_dir: Path, *, min_interval: float = 1.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._data_dir = data_dir
-        self._cursor = cursor
         self._min_interval = min_interval
         self._clock = clock
         self._lock = threading.Lock()
-        self._deleted_days: dict[str, _Day[np.ndarray]] = {}
-        self._account_days: dict[str, _Day[dict[str, tuple[int, bool]]]] = {}
-        self._deleted: np.ndarray = NO_HASHES
-        self._accounts: dict[str, tuple[int, bool]] = {}
+        self._days: dict[str, _Day] = {}
+        self._archive: tuple[DayFacts, ...] = ()
         self._checked = float("-inf")
         self._last: tuple[int, HotSnapshot | None, HiddenSet] | None = None
         self._version = 0
         self._cut: tuple[int, int] | None = None
 
     def current(self, hot: HotSnapshot) -> HiddenSet:
-        """The rules for archived data as of now plus `hot`. The archive is re-read at most every `min_interval` s,
-        and at once when `hot` was read after another flush batch committed: the tier no longer holds that batch's
-        deletions and account events, so the rules must have them from its files before a request is served."""
+        """The rules for archived data as of now plus `hot`. The archive is re-checked at most every
+        `min_interval` s, and at once when `hot` was read after another flush batch committed: the tier no longer
+        holds that batch's deletions and account events, so the rules must have them from its files before a
+        request is served."""
         with self._lock:
             now = self._clock()
             if now - self._checked >= self._min_interval or hot.flushed_through != self._cut:
@@ -120,71 +151,65 @@ class Hiding:
             return rules
 
     def _combine(self, hot: HotSnapshot) -> HiddenSet:
-        latest = dict(self._accounts)
+        latest: dict[str, tuple[int, bool]] = {}
         for event in hot.accounts:
             seen = latest.get(event.did)
             if seen is None or event.time_us >= seen[0]:
                 latest[event.did] = (event.time_us, event.active)
-        inactive = frozenset(did for did, (_, active) in latest.items() if not active)
-        return HiddenSet(self._deleted, hot.deleted_uris, inactive)
+        return HiddenSet(self._archive, hot.deleted_uris, latest)
 
     def _reload_archive(self) -> bool:
-        """Re-read the days whose `deletes` or `account` files changed; True when anything changed."""
-        deleted_changed = _refresh_days(self._data_dir, "deletes", self._deleted_days, self._read_deleted)
-        accounts_changed = _refresh_days(self._data_dir, "account", self._account_days, self._read_accounts)
-        if deleted_changed:
-            arrays = [d.value for d in self._deleted_days.values()]
-            self._deleted = np.unique(np.concatenate(arrays)) if arrays else NO_HASHES
-        if accounts_changed:
-            latest: dict[str, tuple[int, bool]] = {}
-            for day in self._account_days.values():
-                for did, (time_us, active) in day.value.items():
-                    seen = latest.get(did)
-                    if seen is None or time_us >= seen[0]:
-                        latest[did] = (time_us, active)
-            self._accounts = latest
-        return deleted_changed or accounts_changed
+        """Bring the days whose directories or facts file changed up to date; True when anything changed."""
+        changed = False
+        dates = hiding_facts.dates(self._data_dir)
+        for gone in set(self._days) - set(dates):
+            del self._days[gone]
+            changed = True
+        for date in dates:
+            signature = self._signature(date)
+            day = self._days.get(date)
+            if day is not None and day.signature is not None and day.signature == signature:
+                continue
+            facts = self._load(date)
+            if facts is None:
+                continue
+            racy = any(s is not None and s[1] > time.time_ns() - RACY_NS for s in signature)
+            if day is None or facts is not day.facts:
+                changed = True
+            self._days[date] = _Day(None if racy else signature, facts)
+        if changed:
+            self._archive = tuple(self._days[d].facts for d in sorted(self._days, reverse=True))
+        return changed
 
-    def _read_deleted(self, files: list[str]) -> np.ndarray:
-        rows = self._cursor().execute(_DELETED_SQL, [files]).fetchnumpy()
-        return np.asarray(rows["h"], dtype=np.uint64)
+    def _signature(self, date: str) -> Signature:
+        paths = [storage.partition_dir(self._data_dir, t, date) for t in hiding_facts.TABLES]
+        return tuple(_stat(p) for p in [*paths, hiding_facts.facts_path(self._data_dir, date)])
 
-    def _read_accounts(self, files: list[str]) -> dict[str, tuple[int, bool]]:
-        rows = self._cursor().execute(_ACCOUNT_SQL, [files]).fetchall()
-        return {did: (int(t), bool(active)) for did, t, active in rows}
-
-
-def _refresh_days(data_dir: Path, table: str, days: dict[str, _Day[T]], read: Callable[[list[str]], T]) -> bool:
-    """Bring `days` (date -> what `read` made of that day's files) up to date with the files of `table`."""
-    changed = False
-    dates = set(storage.list_dates(data_dir, table))
-    for gone in set(days) - dates:
-        del days[gone]
-        changed = True
-    for date in dates:
-        signature = _signature(storage.partition_files(data_dir, table, date))
-        day = days.get(date)
-        if day is not None and day.signature == signature:
-            continue
-        if not signature:  # the day's files vanished between listing and stat
-            changed |= days.pop(date, None) is not None
-            continue
+    def _load(self, date: str) -> DayFacts | None:
+        """The day's facts: its file when that covers the day's current files, else the file (or what this worker
+        read before) completed from the Parquet files it lacks, else read from all the day's Parquet."""
         try:
-            value = read([path for path, _, _ in signature])
-        except duckdb.Error as exc:  # a file being replaced by compaction: try again on the next refresh
-            log.warning("hiding rules: cannot read %s of %s yet (%s)", table, date, exc)
-            continue
-        days[date] = _Day(signature, value)
-        changed = True
-    return changed
-
-
-def _signature(paths: list[Path]) -> Signature:
-    entries = []
-    for path in paths:
+            facts = hiding_facts.read(hiding_facts.facts_path(self._data_dir, date))
+        except (ValueError, OSError) as exc:
+            log.warning("hiding facts of %s: %s; reading its Parquet instead", date, exc)
+            facts = None
+        day = self._days.get(date)
+        if facts is None and day is not None:
+            facts = day.facts
         try:
-            st = path.stat()
-        except FileNotFoundError:
-            continue
-        entries.append((str(path), st.st_mtime_ns, st.st_size))
-    return tuple(sorted(entries))
+            complete = hiding_facts.complete(self._data_dir, date, facts)
+        except (OSError, pa.ArrowException) as exc:  # a file replaced by compaction meanwhile: try again next time
+            log.warning("hiding rules: cannot read the deletes and accounts of %s yet (%s)", date, exc)
+            return None
+        if complete is not facts:
+            log.info("hiding facts of %s are missing or stale: completed from its Parquet (%d facts)", date,
+                     complete.size)
+        return complete
+
+
+def _stat(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)

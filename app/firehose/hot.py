@@ -34,22 +34,16 @@ import pyarrow.compute as pc
 import redis
 
 from firehose.buffer import Keys, entries_from, flushed_through, id_tuple, split_events
-from firehose.schema import TABLES, TableBatch
+from firehose.schema import POST_COLLECTION, TABLES, TableBatch, post_uri
 
 log = logging.getLogger(__name__)
 
-POST_COLLECTION = "app.bsky.feed.post"
 READ_ENTRIES = 16  # stream entries per XRANGE call (each holds one ingest batch: up to FIREHOSE_INGEST_BATCH events)
 SEGMENT_MS = 10_000  # entries are grouped by 10 s of stream time: trimming drops whole groups
 
 StreamId = tuple[int, int]
 # the bytes one of the events the tier keeps must contain (compact or not, Jetstream writes these JSON strings)
 _WANTED = (b'"app.bsky.feed.post"', b'"account"', b'"identity"')
-
-
-def post_uri(did: str, rkey: str) -> str:
-    """The at:// URI of the post `rkey` of `did`."""
-    return f"at://{did}/{POST_COLLECTION}/{rkey}"
 
 
 @dataclass(frozen=True)

@@ -121,6 +121,14 @@ def event_key(event: dict[str, Any]) -> tuple[Any, ...]:
     return (event.get("did"), event.get("time_us"), event.get("kind"))
 
 
+POST_COLLECTION = "app.bsky.feed.post"
+
+
+def post_uri(did: str, rkey: str) -> str:
+    """The at:// URI of the post `rkey` of `did` (the one definition: the hot tier and the hiding facts use it)."""
+    return f"at://{did}/{POST_COLLECTION}/{rkey}"
+
+
 def partition_date(time_us: int) -> str:
     """The `date=` partition (UTC day, YYYY-MM-DD) of a time in unix microseconds."""
     return dt.datetime.fromtimestamp(time_us / 1_000_000, tz=dt.UTC).strftime("%Y-%m-%d")
@@ -196,7 +204,7 @@ def _commit_row(event: dict[str, Any], did: str, time_us: int) -> tuple[str, Row
                 "cid": _opt_str_strict(commit, "cid")}
     row.update(_RECORD_COLUMNS[table](rest))
     if table == "posts":
-        row["uri"] = f"at://{did}/{collection}/{rkey}"
+        row["uri"] = post_uri(did, rkey)
     row["record_extra"] = _dumps(rest) if rest else None
     return table, row
 

@@ -71,7 +71,7 @@ EXPORT_SELECT = (
     "strftime(make_timestamp(time_us), '%Y-%m-%dT%H:%M:%S.%fZ') AS timestamp, text, uri, did, cid, created_at, "
     "to_json(langs)::VARCHAR AS langs, reply_parent_uri, reply_root_uri, embed_type, embed_uri, "
     "to_json(mentions)::VARCHAR AS mentions, to_json(links)::VARCHAR AS links, to_json(tags)::VARCHAR AS tags, "
-    "time_us, hash(uri) AS uri_hash"
+    "time_us"
 )
 
 
@@ -155,8 +155,7 @@ class Searcher:
         self.catalog = catalog or Catalog(Path(settings.data_dir), self.db)
         self.indexes = Indexes(Path(settings.data_dir))
         self.hot = hot
-        self.hiding = Hiding(Path(settings.data_dir), lambda: self.db.cursor("hiding"),
-                             min_interval=settings.api_hot_refresh_seconds)
+        self.hiding = Hiding(Path(settings.data_dir), min_interval=settings.api_hot_refresh_seconds)
 
     def view(self) -> View:
         """The hot tier (refreshed if due) and the hiding rules for one request."""
@@ -176,7 +175,7 @@ class Searcher:
                 warnings.append(f"username {query.author!r} could not be resolved to an account (not in this "
                                 "archive's identity events, nor via DNS, https or the resolver service); "
                                 "search by DID (did:plc:...) instead")
-            elif author_did in self.view().rules.inactive_dids:  # every post hidden: answer without a scan
+            elif self.view().rules.is_inactive(author_did):  # every post hidden: answer without a scan
                 warnings.append(f"the account {query.author!r} is not active (its latest account event says "
                                 "deactivated, suspended, taken down or deleted): its posts are not served")
         if query.mentions:
@@ -288,7 +287,7 @@ class Searcher:
         where, params = where_clause(filters, after)
         found = cur.execute(f"SELECT {_key_select(filters)} FROM {HOT_VIEW} WHERE {where} "
                             f"ORDER BY {order_by(filters.query.sort)}", params).fetchall()
-        return [(r[0], r[1], None) for r in view.keep(cur, _matching(found, filters.needles), hot=True)]
+        return [(r[0], r[1], None) for r in view.keep(_matching(found, filters.needles), hot=True)]
 
     def _parquet_keys(self, cur: duckdb.DuckDBPyConnection, view: View, filters: Filters, after: Position | None,
                       *, need: int, dog: Watchdog, fetched: Fetched, sources: Sources) -> list[Key]:
@@ -332,7 +331,7 @@ class Searcher:
                     f"ORDER BY {order_by(filters.query.sort)}", [files, min(part), max(part), part, *params]
                 ).fetchall()
                 found = [r for r in found if (r[0], uri_key(r[1])) in wanted]
-                for r in view.keep(cur, found, hot=False):
+                for r in view.keep(found, hot=False):
                     fetched[(r[0], r[1])] = r[2:]
                     keys.append((r[0], r[1], tuple(files)))
                 if len(keys) >= need:
@@ -376,7 +375,7 @@ class Searcher:
                     f"SELECT {_key_select(filters)} FROM read_parquet(?, hive_partitioning = false) "
                     f"WHERE time_us >= ? AND time_us < ? AND {where} ORDER BY {order_by(filters.query.sort)} LIMIT ?",
                     [files, low, high, *params, n]).fetchall()
-                kept = view.keep(cur, _matching(found, filters.needles), hot=False)
+                kept = view.keep(_matching(found, filters.needles), hot=False)
                 keys += [(r[0], r[1], tuple(files)) for r in kept]
                 if len(keys) >= need:
                     return keys[:need]

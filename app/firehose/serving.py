@@ -18,7 +18,6 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from firehose.database import scalar
 from firehose.hiding import HiddenSet
 from firehose.hot import HotSnapshot
 
@@ -33,25 +32,21 @@ class View:
     hot: HotSnapshot
     rules: HiddenSet
 
-    def keep(self, cur: duckdb.DuckDBPyConnection, rows: list[tuple[Any, ...]], *, hot: bool
-             ) -> list[tuple[Any, ...]]:
+    def keep(self, rows: list[tuple[Any, ...]], *, hot: bool) -> list[tuple[Any, ...]]:
         """The rows (time_us, uri, ...) that may be served: not hidden, and for Parquet rows not served from the hot
-        tier instead. The author is read from the URI (at://<did>/...) and `hash(uri)` computed only for these few
-        rows: selecting `did` and the hash in the scan itself made a common-word search ~1.4x slower."""
+        tier instead. The author is read from the URI (at://<did>/...) for these few rows: selecting `did` in the
+        scan itself made a common-word search slower."""
         if not rows:
             return rows
         uris = [r[1] for r in rows]
-        hashes: list[int] = []
-        if self.rules.deleted_hashes.size:
-            hashes = scalar(cur, "SELECT list_transform(?::VARCHAR[], lambda u: hash(u))", [uris])
-        mask = self.rules.keep_mask(uris, [_author(u) for u in uris], hashes or [0] * len(uris))
+        mask = self.rules.keep_mask(uris, [_author(u) for u in uris])
         served_hot = self.hot.uris
         return [r for r, ok in zip(rows, mask, strict=True) if ok and (hot or r[1] not in served_hot)]
 
     def keep_batch(self, batch: pa.RecordBatch, *, hot: bool) -> pa.RecordBatch:
-        """`batch` (an export batch with uri, did and uri_hash) without the rows `keep` would drop."""
+        """`batch` (an export batch with uri and did) without the rows `keep` would drop."""
         uris = batch.column("uri").to_pylist()
-        mask = self.rules.keep_mask(uris, batch.column("did").to_pylist(), batch.column("uri_hash").to_pylist())
+        mask = self.rules.keep_mask(uris, batch.column("did").to_pylist())
         if not hot and self.hot.uris:
             mask = [ok and u not in self.hot.uris for u, ok in zip(uris, mask, strict=True)]
         return batch if all(mask) else batch.filter(pa.array(mask, pa.bool_()))

@@ -17,9 +17,14 @@
 7. index: `--index-days` generated days (posts only, compacted: each day indexed), the index build CPU time per day
    and per 300k-event flush batch, its size against the posts Parquet, and /search p50 over 1 and 7 days through
    the index and, with the index moved away, through the scan.
+8. history: a day of posts behind `--history-days` days of `deletes` and `account` rows at the real firehose's
+   rate (135k post deletions and 135k account events a day: 3 per mille each of 45M, the real profile's mix), one
+   compacted file per table and day, with their hiding facts files; a fresh API worker's hiding rules (time and
+   private memory) and a fresh Gunicorn's first search, with the facts files and, moved away, read from the
+   Parquet the way every worker did before them.
 
 Usage: python tests/bench/run.py [--ingest-events N] [--day-events N] [--skip-search] [--freshness-seconds N]
-       [--index-days N] [--index-day-events N] [--only-index]
+       [--index-days N] [--index-day-events N] [--only-index] [--history-days N ...] [--only-history]
 """
 
 from __future__ import annotations
@@ -39,17 +44,21 @@ import urllib.request
 from pathlib import Path
 
 import orjson
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "app"))
 
-from firehose import index, storage  # noqa: E402
+from firehose import hiding_facts, index, storage  # noqa: E402
 from firehose.buffer import Buffer, split_events  # noqa: E402
 from firehose.compact import Compactor  # noqa: E402
 from firehose.config import Settings  # noqa: E402
 from firehose.flush import Flusher, build_tables  # noqa: E402
+from firehose.hiding import Hiding  # noqa: E402
+from firehose.hot import HotSnapshot  # noqa: E402
+from firehose.schema import TABLES, post_uri  # noqa: E402
 from firehose.simulator.clock import Profile  # noqa: E402
 from firehose.simulator.generator import EventGenerator  # noqa: E402
 from firehose.simulator.vocabulary import CJK_WORD, COMMON_WORD, PHRASE, RARE_WORD, TAG  # noqa: E402
@@ -313,18 +322,30 @@ def bench_index(work: Path, days: int, events_per_day: int, repetitions: int = 1
 
 
 def api_latency(data: Path, queries: dict[str, dict[str, str]], repetitions: int,
-                env_extra: dict[str, str] | None = None) -> dict[str, dict[str, float]]:
+                env_extra: dict[str, str] | None = None, booted: bool = False) -> dict[str, dict[str, float]]:
     """Warm /search latency of each query (first request discarded, its time kept as `first_ms`: the first one
-    of all is a fresh API process's) from a fresh Gunicorn over `data`."""
+    of all is a fresh API process's) from a fresh Gunicorn over `data`. `booted`: one worker, and the first
+    search timed only once it answers /openapi.json (its imports done, nothing of the data read yet)."""
     port = free_port()
     env = {**os.environ, "FIREHOSE_DATA_DIR": str(data), "FIREHOSE_API_BIND": f"127.0.0.1:{port}",
            "FIREHOSE_PLC_URL": "", "FIREHOSE_REDIS_URL": "redis://127.0.0.1:1/0", **(env_extra or {})}
+    if booted:
+        env["FIREHOSE_API_WORKERS"] = "1"
     gunicorn = Path(sys.executable).with_name("gunicorn")
     api = subprocess.Popen([str(gunicorn), "-c", "python:firehose.gunicorn_conf", "firehose.api:create_app()"],
                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     results = {}
     try:
         wait_for_port(port, timeout=30)
+        deadline = time.monotonic() + 60
+        while booted:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/openapi.json", timeout=60):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
         for name, params in queries.items():
             url = f"http://127.0.0.1:{port}/search?" + urllib.parse.urlencode(params)
             timings, rows = [], 0
@@ -339,6 +360,90 @@ def api_latency(data: Path, queries: dict[str, dict[str, str]], repetitions: int
     finally:
         stop_process(api)
     return results
+
+def write_history_days(data_dir: Path, first: int, last: int, per_day: int) -> None:
+    """Days `first`..`last`-1 before DAY_START of `deletes` (post deletions) and `account` rows, `per_day` of each,
+    one compacted file per table and day (what `firehose compact` leaves)."""
+    policy = storage.ParquetPolicy.for_compaction(Settings.from_env({"FIREHOSE_DATA_DIR": str(data_dir)}))
+    for back in range(first, last):
+        start = DAY_START_US - (back + 1) * 86_400_000_000
+        times = [start + i * (86_400_000_000 // per_day) for i in range(per_day)]
+        dids = [f"did:plc:{back:06d}{i:018d}" for i in range(per_day)]
+        date = dt.datetime.fromtimestamp(start / 1e6, dt.UTC).strftime("%Y-%m-%d")
+        tables = {
+            "deletes": {"did": dids, "time_us": times, "rev": ["3l" + "a" * 11] * per_day,
+                        "collection": ["app.bsky.feed.post"] * per_day,
+                        "rkey": [f"3m{i:011d}" for i in range(per_day)]},
+            "account": {"did": dids, "time_us": times, "active": [i % 3 != 0 for i in range(per_day)],
+                        "status": [None if i % 3 else "deactivated" for i in range(per_day)],
+                        "seq": list(range(per_day)), "time": ["2026-05-25T00:00:00.000Z"] * per_day},
+        }
+        for table, columns in tables.items():
+            schema = TABLES[table].schema
+            part = storage.partition_dir(data_dir, table, date)
+            part.mkdir(parents=True, exist_ok=True)
+            storage.write_file(part / "compact-0000.parquet", schema, [pa.table(columns, schema=schema)], per_day,
+                               policy)
+        print(f"  wrote history day {back + 1}/{last}", end="\r", flush=True)
+    print()
+
+
+def rss_anon_kib() -> int:
+    """This process's private resident memory (memory-mapped files are not in it)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1])
+    return 0
+
+
+def fresh_rules(data: Path) -> dict[str, float]:
+    """A fresh worker's hiding rules over `data`: seconds to build them, to check one page of 100 candidates, and
+    the private memory they cost."""
+    gc_before = rss_anon_kib()
+    t0 = time.perf_counter()
+    rules = Hiding(data, min_interval=0).current(HotSnapshot())
+    built = time.perf_counter() - t0
+    uris = [post_uri(f"did:plc:{i:06d}{i:018d}", f"3m{i:011d}") for i in range(100)]
+    t0 = time.perf_counter()
+    kept = sum(rules.keep_mask(uris, [u.split("/")[2] for u in uris]))
+    page = time.perf_counter() - t0
+    return {"build_s": built, "page_ms": page * 1000, "private_mb": (rss_anon_kib() - gc_before) / 1024,
+            "facts": rules.size, "kept": kept}
+
+
+def bench_history(work: Path, day_events: int, days_list: list[int], per_day: int, parquet_up_to: int) -> None:
+    """Section 8 of the module docstring."""
+    data = work / "history"
+    write_day(data, day_events)
+    written = 0
+    for days in sorted(days_list):
+        write_history_days(data, written, days, per_day)
+        written = days
+        t0 = time.perf_counter()
+        rebuilt = hiding_facts.ensure(data)
+        facts_bytes = sum(p.stat().st_size for p in hiding_facts.facts_root(data).glob("*.facts"))
+        print(f"history: {days} days of {per_day:,} post deletions and {per_day:,} account events a day; "
+              f"facts files written for {len(rebuilt)} days in {time.perf_counter() - t0:.1f} s, "
+              f"{facts_bytes / 1e6:,.0f} MB on disk")
+        new = fresh_rules(data)
+        api = api_latency(data, {"common word": {"text": COMMON_WORD}}, 10, booted=True)["common word"]
+        print(f"history: facts files: a fresh worker's rules in {new['build_s'] * 1000:,.0f} ms "
+              f"({new['facts']:,} facts, {new['private_mb']:,.0f} MB private), a page of 100 checked in "
+              f"{new['page_ms']:.1f} ms; a booted fresh worker's first search {api['first_ms']:,.0f} ms, "
+              f"then p50 {api['p50_ms']:,.0f} ms   target: first search < 1 s")
+        if days > parquet_up_to:
+            continue
+        aside = work / "facts-aside"
+        hiding_facts.facts_root(data).rename(aside)
+        try:
+            old = fresh_rules(data)
+            api = api_latency(data, {"common word": {"text": COMMON_WORD}}, 3, booted=True)["common word"]
+        finally:
+            shutil.rmtree(hiding_facts.facts_root(data), ignore_errors=True)
+            aside.rename(hiding_facts.facts_root(data))
+        print(f"history: from the Parquet (no facts files): rules in {old['build_s'] * 1000:,.0f} ms "
+              f"({old['private_mb']:,.0f} MB private), a page in {old['page_ms']:.1f} ms; first search "
+              f"{api['first_ms']:,.0f} ms, then p50 {api['p50_ms']:,.0f} ms")
 
 
 def print_overlap(tail: int, figures: dict[str, dict[str, dict[str, float]]]) -> None:
@@ -369,10 +474,20 @@ def main() -> int:
     parser.add_argument("--overlap-tail", type=int, nargs="*", default=[60_000, 800_000],
                         help="flushed events still in the buffer, one overlap run each")
     parser.add_argument("--only-overlap", action="store_true", help="only the overlap figures")
+    parser.add_argument("--history-days", type=int, nargs="*", default=[],
+                        help="days of real-rate hiding history behind a day of posts, one measurement each")
+    parser.add_argument("--history-day-events", type=int, default=300_000, help="events of the day of posts")
+    parser.add_argument("--history-parquet-up-to", type=int, default=60,
+                        help="also measure reading the hiding rules from the Parquet up to this many days")
+    parser.add_argument("--only-history", action="store_true", help="only the history figures")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="firehose-bench-"))
     try:
         print(f"machine: {os.cpu_count()} cores; work dir {work}")
+        if args.history_days:
+            bench_history(work, args.history_day_events, args.history_days, 135_000, args.history_parquet_up_to)
+        if args.only_history:
+            return 0
         if args.overlap_archive_events:
             for tail in args.overlap_tail:
                 print_overlap(tail, bench_overlap(work, args.overlap_archive_events, tail))

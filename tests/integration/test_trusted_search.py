@@ -14,9 +14,10 @@ from firehose.buffer import EVENT_FIELD, Buffer, Keys
 from firehose.config import Settings
 from firehose.filters import Filters
 from firehose.flush import Flusher
-from firehose.hot import HotTier, post_uri
+from firehose.hot import HotTier
 from firehose.matching import needle
 from firehose.params import SearchQuery
+from firehose.schema import post_uri
 from firehose.search import Searcher
 from firehose.simulator.identity import handle_for
 from firehose.simulator.options import SimulatorOptions
