@@ -239,8 +239,8 @@ class Api:
             finally:
                 self.metrics.count_days("/search", sources)
             rows, next_position = page.rows, page.next_position
-        handles = self.book.handles([r["did"] for r in rows], time.monotonic() + DISPLAY_WAIT_SECONDS)
-        results = [{"timestamp": r["timestamp"], "username": handles.get(r["did"], r["did"]), **r} for r in rows]
+        names = self.book.names([r["did"] for r in rows], time.monotonic() + DISPLAY_WAIT_SECONDS)
+        results = [{"timestamp": r["timestamp"], "username": names.handles.get(r["did"], r["did"]), **r} for r in rows]
         meta: dict[str, Any] = {
             "count": len(results),
             "cursor": self.cursors.encode(next_position, fingerprint) if next_position else None,
@@ -250,6 +250,7 @@ class Api:
             "query": query.echo(),
             "took_ms": round((time.perf_counter() - started) * 1000, 1),
             "days": sources.as_json(),
+            "unverified_usernames": sorted({names.handles[did] for did in names.unverified}),
         }
         if warnings:
             meta["warnings"] = warnings

@@ -181,7 +181,8 @@ class Settings:
         "FIREHOSE_RESOLVE_TIMEOUT", 2.0, "Longest single DNS, well-known or XRPC call (capped by the request's time)."
     )
     resolve_workers: int = _setting(
-        "FIREHOSE_RESOLVE_WORKERS", 8, "Identity lookups running at once per API worker (more wait their turn)."
+        "FIREHOSE_RESOLVE_WORKERS", 32, "Identity lookups running at once per API worker (more wait their turn); "
+        "each mostly waits on the network, and a page of 50 new authors needs two answers each within 0.5 s."
     )
     handle_cache_size: int = _setting(
         "FIREHOSE_HANDLE_CACHE_SIZE", 100_000, "Identity entries kept in each worker's in-process front cache."

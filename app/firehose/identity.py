@@ -1,11 +1,13 @@
 """Identity resolution as the AT Protocol specifies it: the `username` shown with each post, and the handle a user
 types into the `author`/`mentions` filters.
 
-DID -> handle (`IdentityResolver.handles`, for display):
+DID -> handle (`IdentityResolver.names`, for display):
   1. the shared cache (`identity_cache`: an in-process front cache, then Redis; answers and "none"s);
   2. the archive's `identity` table (the newest handle each DID announced; the relay verified it);
   3. the DID document (PLC directory for did:plc, `https://<host>/.well-known/did.json` for did:web): its first
      `at://` handle counts only when that handle resolves back to the same DID (step 4 of the other direction).
+     When the document has arrived within the caller's deadline but the check back has not, the handle it claims
+     is shown marked unverified (`Names.unverified`); the check goes on and caches its answer for the next page.
 Handle -> DID (`IdentityResolver.did_for`, for filters):
   1. a positive cache entry; 2. the identity table (the DID that most recently announced the handle); 3. a cached
   "none"; 4. DNS TXT `_atproto.<handle>`, then `https://<handle>/.well-known/atproto-did`, then an XRPC
@@ -13,10 +15,11 @@ Handle -> DID (`IdentityResolver.did_for`, for filters):
   only when its DID document lists `at://<handle>` in `alsoKnownAs`.
 
 Network lookups run on a bounded per-worker thread pool (FIREHOSE_RESOLVE_WORKERS), deduplicated while in flight.
-A call waits for them until its `deadline` (time.monotonic()) and no longer; each network call's timeout is at
-most the time left. A slow, dead or switched-off resolver never raises out of `handles()`/`did_for()`: the name
-stays unresolved (the API shows the DID), the failure is remembered in-process for FIREHOSE_RESOLVE_RETRY_SECONDS,
-and definite answers (including "none") are cached in Redis for every worker and across restarts.
+A call waits for them until its `deadline` (time.monotonic()) and no longer; a lookup may go on for one resolver
+timeout after it was asked for, so what a page could not wait for is cached for the next. A slow, dead or
+switched-off resolver never raises out of `names()`/`handles()`/`did_for()`: the name stays unresolved (the API
+shows the DID), the failure is remembered in-process for FIREHOSE_RESOLVE_RETRY_SECONDS, and definite answers
+(including "none") are cached in Redis for every worker and across restarts.
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ import logging
 import os
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 
 from firehose.config import Settings, nameservers
 from firehose.identity_cache import DID_TO_HANDLE, HANDLE_TO_DID, IdentityCache
@@ -39,15 +44,25 @@ from firehose.identity_syntax import (
     resolvable_handle,
 )
 
-__all__ = ["IdentityResolver", "is_did", "normalise_handle"]
+__all__ = ["IdentityResolver", "Names", "is_did", "normalise_handle"]
 
 log = logging.getLogger(__name__)
 
 MAX_LOOKUPS_PER_CALL = 64
+MAX_CLAIMS = 50_000  # handles claimed by DID documents whose check back is under way, per worker
 WARN_EVERY_SECONDS = 60.0
 
 IdentitySource = Callable[[list[str]], dict[str, str]]
 ReverseSource = Callable[[str], "str | None"]
+
+
+@dataclass(frozen=True)
+class Names:
+    """The names to show for some DIDs: `handles` maps each DID that has one to it (the others show as the DID);
+    `unverified` are the DIDs whose handle there is the one their DID document claims, not yet checked back."""
+
+    handles: dict[str, str]
+    unverified: frozenset[str] = frozenset()
 
 
 def network_from_settings(settings: Settings) -> Network:
@@ -76,14 +91,25 @@ class IdentityResolver:
         self._identity = identity
         self._reverse = reverse
         self._workers = settings.resolve_workers
+        self._timeout = settings.resolve_timeout
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._pool_pid = 0
         self._inflight: dict[tuple[str, str], Future[str | None]] = {}
         self._warned_at = -WARN_EVERY_SECONDS
         self._unwarned = 0
+        self._claims: OrderedDict[str, str] = OrderedDict()  # did -> handle its document claims, check under way
 
     # --- the interface the API uses
+
+    def names(self, dids: Iterable[str], deadline: float) -> Names:
+        """The verified handles of `dids` (as `handles`), plus, for a DID whose document arrived by `deadline` but
+        whose handle's check back has not, that claimed handle, listed in `unverified`."""
+        wanted = list(dict.fromkeys(dids))
+        verified = self.handles(wanted, deadline)
+        with self._lock:
+            claimed = {did: self._claims[did] for did in wanted if did not in verified and did in self._claims}
+        return Names({**verified, **claimed}, frozenset(claimed))
 
     def handles(self, dids: Iterable[str], deadline: float) -> dict[str, str]:
         """Map each DID that has a verified handle to it (the others are left out: show the DID). Network lookups
@@ -159,12 +185,15 @@ class IdentityResolver:
     # --- network lookups on the bounded pool
 
     def _submit(self, kind: str, name: str, deadline: float) -> Future[str | None]:
-        """The lookup of `name` under way (or a new one); it finishes by `deadline` plus one call's timeout."""
+        """The lookup of `name` under way (or a new one). The caller waits until its `deadline`; the lookup itself
+        may go on for one resolver timeout (FIREHOSE_RESOLVE_TIMEOUT) past now, so an answer that misses a page
+        is cached for the next one."""
         key = (kind, name)
         with self._lock:
             future = self._inflight.get(key)
             if future is None:
-                future = self._executor().submit(self._lookup, kind, name, deadline)
+                until = max(deadline, time.monotonic() + self._timeout)
+                future = self._executor().submit(self._lookup, kind, name, until)
                 self._inflight[key] = future
         future.add_done_callback(lambda done: self._forget(key, done))
         return future
@@ -209,10 +238,23 @@ class IdentityResolver:
         handle = handle_from_did_document(doc) if doc else None
         if handle is None or not resolvable_handle(handle):
             return None
-        if self._forward(handle, deadline) != did:
-            return None
+        self._claim(did, handle)
+        try:
+            if self._forward(handle, deadline) != did:
+                return None
+        finally:
+            with self._lock:
+                self._claims.pop(did, None)
         self.cache.put(HANDLE_TO_DID, handle, did)
         return handle
+
+    def _claim(self, did: str, handle: str) -> None:
+        """Remember what `did`'s document claims while its check back runs (`names` shows it, unverified)."""
+        with self._lock:
+            self._claims[did] = handle
+            self._claims.move_to_end(did)
+            while len(self._claims) > MAX_CLAIMS:
+                self._claims.popitem(last=False)
 
     def _verified_did(self, handle: str, deadline: float) -> str | None:
         """The DID `handle` resolves to when that DID's document lists `at://<handle>`, else None."""

@@ -89,8 +89,8 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                          "required": ["timestamp", "username", "text", "uri", "did"]},
                 "SearchResponse": {"type": "object", "required": ["results", "meta"], "properties": {
                     "results": {"type": "array", "items": {"$ref": "#/components/schemas/Post"}},
-                    "meta": {"type": "object", "required": ["count", "cursor", "limit", "total_cap", "query",
-                                                            "took_ms", "days"], "properties": {
+                    "meta": {"type": "object", "required": ["count", "cursor", "limit", "total_cap", "query", "took_ms",
+                                                            "days", "unverified_usernames"], "properties": {
                         "count": {"type": "integer"},
                         "cursor": {"type": ["string", "null"], "description": "Pass as cursor for the next page; "
                                    "null when there are no more results or the total cap is reached."},
@@ -102,6 +102,10 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                                  "hot tier first): through its full-text index, by a scan of its Parquet (with "
                                  "the reason), or from the hot tier (posts not yet flushed).", "items": {
                                      "$ref": "#/components/schemas/DaySource"}},
+                        "unverified_usernames": {"type": "array", "items": {"type": "string"}, "description": (
+                            "The usernames on this page that are the handle the account's DID document claims, "
+                            "shown before the check that the handle points back to the account finished (it "
+                            "goes on; the next page shows the verified answer).")},
                         "warnings": {"type": "array", "items": {"type": "string"}}}}}},
                 "DaySource": {"type": "object", "required": ["date", "via"], "properties": {
                     "date": {"type": "string", "format": "date"},

@@ -121,6 +121,24 @@ def test_one_sided_claims_are_rejected(world: World) -> None:
     assert resolver.did_for("twice.test", soon()) is None
 
 
+def test_a_claimed_handle_shows_unverified_while_its_check_back_runs(world: World) -> None:
+    """Carol's handle resolves only over XRPC, which holds its answer: a page gets her document's claim, marked
+    unverified; the check goes on after the page and the next page has it verified (and cached)."""
+    gate = threading.Event()
+    world.plc.gates["/xrpc/"] = gate
+    resolver = world.resolver(resolve_handle_url=world.plc.xrpc_url, redis_url="")
+    names = resolver.names([CAROL, EVE], time.monotonic() + 0.5)
+    assert names.handles.get(CAROL) == "carol.test" and CAROL in names.unverified
+    assert resolver.handles([CAROL], time.monotonic()) == {}  # not verified yet
+    gate.set()
+    deadline = time.monotonic() + 30
+    while resolver.handles([CAROL], time.monotonic()) != {CAROL: "carol.test"}:
+        assert time.monotonic() < deadline, "the check back never finished after its page"
+        time.sleep(0.05)
+    names = resolver.names([CAROL, EVE], soon())
+    assert names.handles == {CAROL: "carol.test"} and not names.unverified  # eve's one-sided claim is gone too
+
+
 def test_identity_table_comes_first_and_reserved_tlds_never_resolve(world: World) -> None:
     world.table[CAROL] = "carol.test"
     resolver = world.resolver()

@@ -5,6 +5,7 @@
   `/.well-known/atproto-did` and did:web's `/.well-known/did.json` by Host header;
 - `PlcServer`: plain HTTP serving PLC directory documents (`/<did>`) and an XRPC
   `/xrpc/com.atproto.identity.resolveHandle` endpoint;
+- `SimulatedIdentityServer`: the simulator's PLC directory and resolveHandle for its accounts, answering late;
 - `BlackHole`: UDP and TCP sockets that accept whatever arrives and never answer (a dead or hung resolver).
 """
 
@@ -15,6 +16,7 @@ import select
 import socket
 import ssl
 import threading
+import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,8 @@ import orjson
 import trustme
 from dnslib import QTYPE, RCODE, RR, TXT
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
+
+from firehose.simulator import identity as simulated
 
 TEST_HOSTS = ("alice.test", "bob.test", "carol.test", "dave.test", "eve.test", "mallory.test", "nobody.test",
               "twice.test")
@@ -81,6 +85,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         owner = self.server.owner  # type: ignore[attr-defined]
         host = (self.headers.get("Host") or "").split(":")[0].lower()
         owner.hits.append((host, self.path))
+        if owner.delay:
+            time.sleep(owner.delay)
+        for prefix, gate in owner.gates.items():
+            if self.path.startswith(prefix):
+                gate.wait(30)
         answer = owner.route(host, self.path)
         status, content_type, body = answer if answer else (404, "text/plain", b"not found")
         self.send_response(status)
@@ -94,10 +103,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 class _HttpServer:
-    """A ThreadingHTTPServer on 127.0.0.1:<free port> in a thread, recording (host, path) of every request."""
+    """A ThreadingHTTPServer on 127.0.0.1:<free port> in a thread, recording (host, path) of every request; its
+    answers can wait `delay` seconds, or until a gate opens."""
 
-    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None, delay: float = 0.0) -> None:
         self.hits: list[tuple[str, str]] = []
+        self.delay = delay  # seconds every answer waits (a distant server)
+        self.gates: dict[str, threading.Event] = {}  # path prefix -> answers wait until it is set (at most 30 s)
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.httpd.owner = self  # type: ignore[attr-defined]
         if tls is not None:
@@ -172,6 +184,33 @@ class PlcServer(_HttpServer):
 
     def asked_for(self, did: str) -> int:
         return sum(1 for _, path in self.hits if urllib.parse.unquote(path.lstrip("/")) == did)
+
+
+class SimulatedIdentityServer(_HttpServer):
+    """The simulator's PLC directory (`/plc/<did>`) and resolveHandle (`/xrpc/...`) for its accounts, each answer
+    `delay` seconds late: the real PLC directory and handle hosts as far away as they are on the network."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(delay=delay)
+
+    @property
+    def plc_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/plc"
+
+    @property
+    def xrpc_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/xrpc/com.atproto.identity.resolveHandle"
+
+    def route(self, host: str, path: str) -> tuple[int, str, bytes] | None:
+        parts = urllib.parse.urlsplit(path)
+        if parts.path == "/xrpc/com.atproto.identity.resolveHandle":
+            handle = urllib.parse.parse_qs(parts.query).get("handle", [""])[0]
+            did = simulated.did_for_handle(handle)
+            if did:
+                return 200, "application/json", orjson.dumps({"did": did})
+            return 400, "application/json", orjson.dumps({"error": "HandleNotFound", "message": "no such handle"})
+        doc = simulated.plc_document(urllib.parse.unquote(parts.path.removeprefix("/plc/")))
+        return (200, "application/json", orjson.dumps(doc)) if doc else None
 
 
 def document(did: str, *handles: str) -> dict[str, Any]:
