@@ -145,7 +145,7 @@ class Api:
         hot = None
         if settings.api_hot_tier:
             hot = HotTier(self.redis, Keys.from_settings(settings), min_interval=settings.api_hot_refresh_seconds,
-                          max_posts=settings.api_hot_max_posts)
+                          max_posts=settings.api_hot_max_posts, read_budget=settings.api_hot_read_budget_seconds)
         self.searcher = Searcher(settings, hot=hot)
         self.book = IdentityResolver(settings, self.searcher.identity_handles, self.searcher.identity_did)
         secret = settings.api_cursor_secret.encode() if settings.api_cursor_secret else secrets.token_bytes(32)
@@ -332,7 +332,7 @@ class Api:
         view = self.searcher.view() if data_dir.is_dir() else None
         checks["hot_tier"] = {"ok": view is not None and view.hot.error is None,
                               "enabled": self.searcher.hot is not None, "posts": view.hot.post_count if view else 0,
-                              "hidden": view.rules.size if view else 0}
+                              "hidden": view.rules.size if view else 0, "behind": bool(view and view.hot.behind)}
         archived = self.searcher.catalog.newest_time_us() if data_dir.is_dir() else None
         newest = max((t for t in (archived, view.hot.newest_time_us if view else None) if t is not None), default=None)
         fresh: dict[str, Any] = {"ok": False, "newest_event_age_s": None, "max_age_s": self.settings.api_fresh_seconds}

@@ -144,6 +144,10 @@ class Settings:
     api_hot_refresh_seconds: float = _setting(
         "FIREHOSE_API_HOT_REFRESH_SECONDS", 1.0, "Each API worker reads new buffer entries at most this often."
     )
+    api_hot_read_budget_seconds: float = _setting(
+        "FIREHOSE_API_HOT_READ_BUDGET_SECONDS", 0.25, "Longest a worker reads new buffer entries per refresh; a "
+        "backlog (a catch-up, a fresh worker) is read over several refreshes instead of stalling a request."
+    )
     api_hot_max_posts: int = _setting(
         "FIREHOSE_API_HOT_MAX_POSTS", 1_000_000,
         "Most buffered posts an API worker holds (oldest posts dropped past it; deletions and account events kept)."
@@ -266,7 +270,7 @@ class Settings:
             "ingest_batch", "ingest_batch_ms", "high_water", "max_frame_bytes", "flush_chunk",
             "parquet_row_group", "compact_row_group", "api_page_size", "api_max_results", "api_export_max_rows",
             "api_max_text_length", "api_duckdb_threads", "api_rate_burst", "api_exports_per_client",
-            "api_export_retry_seconds",
+            "api_export_retry_seconds", "api_hot_read_budget_seconds",
         )
         for name in positive:
             if getattr(self, name) <= 0:

@@ -14,9 +14,12 @@ with the flush's own routing (`schema.TableBatch`), and keeps, per 10 s of strea
 Only the flush batch in flight (written, not yet committed) and the rest of the 10 s segment a committed batch
 ended in can put a post in both tiers for a moment; the query layer serves the hot copy and skips the Parquet
 one, so every post is served exactly once. Events are filtered on
-their bytes before they are parsed: likes, follows and reposts (most of the firehose) never reach the JSON parser.
-`refresh()` returns an immutable `HotSnapshot`; it reads Redis at most once per `min_interval` seconds per process,
-and never raises: when Redis cannot be read the previous snapshot is served and `snapshot.error` says why.
+their bytes before they are parsed (`buffer.events_containing`): likes, follows and reposts (most of the
+firehose) are never split out of their entry, let alone parsed. `refresh()` returns an immutable `HotSnapshot`; it
+reads Redis at most once per `min_interval` seconds per process and for at most `read_budget` seconds (a backlog,
+a catch-up after an outage or a fresh worker's first read, is read over several refreshes, `snapshot.behind`
+saying so meanwhile, instead of holding a request past its time budget), and it never raises: when Redis cannot
+be read the previous snapshot is served and `snapshot.error` says why.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import redis
 
-from firehose.buffer import Keys, entries_from, flushed_through, id_tuple, split_events
+from firehose.buffer import Keys, entries_from, events_containing, flushed_through, id_tuple
 from firehose.schema import POST_COLLECTION, TABLES, TableBatch, post_uri
 
 log = logging.getLogger(__name__)
@@ -98,6 +101,7 @@ class HotSnapshot:
     read_at: float = 0.0  # time.monotonic() of the last successful read
     error: str | None = None
     flushed_through: StreamId | None = None  # the buffer's flushed cut when read: the tier holds what is after it
+    behind: bool = False  # entries after what the tier holds were left for later reads (a backlog)
 
     @property
     def post_count(self) -> int:
@@ -111,6 +115,7 @@ class _State:
     uris: set[str] = field(default_factory=set)  # the URIs of every segment's posts
     after: bytes | None = None  # the last entry id read
     cut: StreamId | None = None  # the flushed cut of the last read
+    behind: bool = False  # the last read stopped at its time budget with entries left to read
     snapshot: HotSnapshot = field(default_factory=HotSnapshot)
     checked: float = float("-inf")
 
@@ -145,9 +150,7 @@ def decode_entries(entries: Iterable[tuple[bytes, bytes]]) -> Segment | None:
     for entry_id, blob in entries:
         last = id_tuple(entry_id)
         first = first or last
-        for raw in split_events(blob):
-            if not any(marker in raw for marker in _WANTED):
-                continue  # a like, follow, repost, ...: nothing the tier keeps
+        for raw in events_containing(blob, _WANTED):  # likes, follows, reposts, ...: never even split out
             try:
                 event = orjson.loads(raw)
             except orjson.JSONDecodeError:
@@ -236,7 +239,7 @@ def _without(segment: Segment, uris: set[str]) -> Segment:
 def snapshot_of(state: _State, read_at: float) -> HotSnapshot:
     """The immutable view of what `state` holds."""
     if not state.segments:
-        return HotSnapshot(read_at=read_at, flushed_through=state.cut)
+        return HotSnapshot(read_at=read_at, flushed_through=state.cut, behind=state.behind)
     merged = merge_segments(state.segments)
     posts = merged.posts
     oldest = newest = None
@@ -244,20 +247,23 @@ def snapshot_of(state: _State, read_at: float) -> HotSnapshot:
         bounds = pc.min_max(posts.column("time_us"))
         oldest, newest = bounds["min"].as_py(), bounds["max"].as_py()
     return HotSnapshot(posts, merged.deleted_uris, merged.accounts, merged.identities, frozenset(state.uris),
-                       newest_time_us=newest, oldest_time_us=oldest, read_at=read_at, flushed_through=state.cut)
+                       newest_time_us=newest, oldest_time_us=oldest, read_at=read_at, flushed_through=state.cut,
+                       behind=state.behind)
 
 
 class HotTier:
     """The hot tier of one API worker: refreshed on demand, at most once per `min_interval` seconds."""
 
     def __init__(self, client_factory: Callable[[], redis.Redis], keys: Keys, *, min_interval: float = 1.0,
-                 max_posts: int = 1_000_000, clock: Callable[[], float] = time.monotonic) -> None:
+                 max_posts: int = 1_000_000, read_budget: float = 0.25,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._client_factory = client_factory
         self._client: redis.Redis | None = None
         self._keys = keys
         self._stream = keys.stream
         self._min_interval = min_interval
         self._max_posts = max_posts
+        self._read_budget = read_budget
         self._clock = clock
         self._lock = threading.Lock()
         self._state = _State()
@@ -280,7 +286,7 @@ class HotTier:
             if changed or state.snapshot.error:
                 state.snapshot = snapshot_of(state, now)
             else:
-                state.snapshot = dataclasses.replace(state.snapshot, read_at=now, error=None)
+                state.snapshot = dataclasses.replace(state.snapshot, read_at=now, error=None, behind=state.behind)
             return state.snapshot
 
     def _redis(self) -> redis.Redis:
@@ -309,6 +315,8 @@ class HotTier:
         if state.after is not None and id_tuple(state.after) < floor:
             state.after = None  # everything read so far is flushed or trimmed
         start = b"(" + state.after if state.after is not None else f"{floor[0]}-{floor[1]}".encode()
+        until = self._clock() + self._read_budget
+        state.behind = False
         while True:
             rows = client.xrange(self._stream, min=start, max="+", count=READ_ENTRIES)
             if not rows:
@@ -322,6 +330,9 @@ class HotTier:
                     state.add(segment)
                     changed = True
             if len(rows) < READ_ENTRIES:
+                break
+            if self._clock() > until:  # a backlog (a catch-up, a fresh worker): the rest on the next refreshes
+                state.behind = True
                 break
         self._cap(state)
         return changed

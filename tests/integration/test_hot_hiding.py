@@ -11,7 +11,7 @@ from firehose.buffer import Buffer, Keys
 from firehose.config import Settings
 from firehose.flush import Flusher
 from firehose.hiding import Hiding
-from firehose.hot import HotSnapshot, HotTier
+from firehose.hot import READ_ENTRIES, HotSnapshot, HotTier
 from firehose.schema import post_uri
 from tests.support.events import account, delete_post, like, post_event
 from tests.support.services import RedisServer
@@ -66,6 +66,25 @@ def test_deletes_and_account_events_in_the_buffer(settings: Settings, redis_serv
     snap = hot.refresh()
     assert snap.deleted_uris == {post_uri("did:plc:a", "1"), post_uri("did:plc:a", "9")}
     assert [(a.did, a.active) for a in snap.accounts] == [("did:plc:b", False)]
+
+
+def test_a_backlog_is_read_over_several_refreshes(settings: Settings, redis_server: RedisServer) -> None:
+    """Each refresh reads for at most its budget (here: one XRANGE, the clock jumping past the budget at every
+    look), says it is behind, and the next refreshes take up where it stopped: every post once, none skipped."""
+    ticks = iter(range(10_000))
+    hot = HotTier(redis_server.client, Keys.from_settings(settings), min_interval=0, read_budget=0.5,
+                  clock=lambda: float(next(ticks)))
+    buffer = Buffer.connect(settings)
+    entries = READ_ENTRIES * 3 + 1
+    for i in range(entries):
+        buffer.append([post_event("did:plc:a", str(i), f"post {i}"), like()], 1)
+    counts = []
+    snap = hot.refresh()
+    while snap.behind:
+        counts.append(snap.post_count)
+        snap = hot.refresh()
+    assert counts == [READ_ENTRIES, 2 * READ_ENTRIES, 3 * READ_ENTRIES]
+    assert snap.post_count == entries and len(snap.uris) == entries
 
 
 def test_refresh_is_throttled_and_survives_a_dead_redis(settings: Settings, redis_server: RedisServer) -> None:
