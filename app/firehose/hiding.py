@@ -36,7 +36,7 @@ import pyarrow as pa
 from firehose import hiding_facts, storage
 from firehose.hiding_facts import DayFacts
 from firehose.hot import HotSnapshot
-from firehose.index import uri_key
+from firehose.index import uri_keys
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class HiddenSet:
             return []
         deleted = np.zeros(len(uris), dtype=bool)
         if any(day.deleted.size for day in self.days):
-            keys = np.fromiter((uri_key(u) for u in uris), dtype=np.int64, count=len(uris))
+            keys = uri_keys(uris)
             for day in self.days:
                 deleted |= _member(day.deleted, keys)
         active = self.active(dids)
@@ -72,7 +72,7 @@ class HiddenSet:
         times = np.full(len(unique), -1, dtype=np.int64)
         active = np.ones(len(unique), dtype=bool)
         if any(day.account_keys.size for day in self.days):
-            keys = np.fromiter((uri_key(d) for d in unique), dtype=np.int64, count=len(unique))
+            keys = uri_keys(unique)
             todo = np.ones(len(unique), dtype=bool)
             for day in self.days:  # newest first: a day's events are all later than an older day's
                 if not day.account_keys.size:

@@ -3,7 +3,7 @@ posts, written by the flush and the compaction so that no worker reads those tab
 
 Layout: `<data_dir>/hiding/date=YYYY-MM-DD.facts`, one file per day that has `deletes` or `account` files. A
 day's file holds
-- the keys (`index.uri_key`) of the posts deleted that day, sorted and unique;
+- the keys (`index.uri_key`) of the URIs of the posts deleted that day, sorted and unique;
 - for each DID with an account event that day, the key of the DID (`uri_key` of the DID string), the `time_us`
   and the `active` flag of its latest such event, sorted by key;
 - which Parquet files of `deletes` and `account` it was made from (its cover).
@@ -32,11 +32,12 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from firehose import storage
-from firehose.index import uri_key
-from firehose.schema import POST_COLLECTION, post_uri
+from firehose.index import uri_keys
+from firehose.schema import POST_COLLECTION, post_uris
 
 log = logging.getLogger(__name__)
 
@@ -106,18 +107,17 @@ def facts_of(deletes: pa.Table | None, account: pa.Table | None, covers: Covers)
     """The facts of `deletes` and `account` rows (tables with at least the columns read here)."""
     deleted = _EMPTY
     if deletes is not None and deletes.num_rows:
-        dids, rkeys, collections = (deletes.column(c).to_pylist() for c in ("did", "rkey", "collection"))
-        deleted = np.unique(np.fromiter(
-            (uri_key(post_uri(d, r)) for d, r, c in zip(dids, rkeys, collections, strict=True)
-             if c == POST_COLLECTION and d is not None and r is not None), dtype=_I64))
+        posts = deletes.filter(pc.and_kleene(pc.equal(deletes["collection"], POST_COLLECTION),
+                                             pc.and_kleene(pc.is_valid(deletes["did"]), pc.is_valid(deletes["rkey"]))))
+        deleted = np.unique(uri_keys(post_uris(posts["did"], posts["rkey"]).to_pylist()))
     keys, times, active = _EMPTY, _EMPTY, _EMPTY_FLAGS
     if account is not None and account.num_rows:
-        rows = [(d, t, a) for d, t, a in zip(*(account.column(c).to_pylist() for c in ("did", "time_us", "active")),
-                                             strict=True) if d is not None and t is not None and a is not None]
-        if rows:
-            keys, times, active = _latest(np.fromiter((uri_key(d) for d, _, _ in rows), dtype=_I64, count=len(rows)),
-                                          np.fromiter((t for _, t, _ in rows), dtype=_I64, count=len(rows)),
-                                          np.fromiter((a for _, _, a in rows), dtype=np.uint8, count=len(rows)))
+        known = account.filter(pc.and_kleene(pc.is_valid(account["did"]), pc.and_kleene(
+            pc.is_valid(account["time_us"]), pc.is_valid(account["active"]))))
+        if known.num_rows:
+            keys, times, active = _latest(uri_keys(known["did"].to_pylist()),
+                                          known["time_us"].to_numpy().astype(_I64),
+                                          known["active"].to_numpy(zero_copy_only=False).astype(np.uint8))
     return DayFacts({t: frozenset(covers.get(t, ())) for t in TABLES}, deleted, keys, times, active)
 
 

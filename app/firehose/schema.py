@@ -16,6 +16,7 @@ from typing import Any, TypeGuard
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 STR = pa.string()
 I64 = pa.int64()
@@ -127,6 +128,11 @@ POST_COLLECTION = "app.bsky.feed.post"
 def post_uri(did: str, rkey: str) -> str:
     """The at:// URI of the post `rkey` of `did` (the one definition: the hot tier and the hiding facts use it)."""
     return f"at://{did}/{POST_COLLECTION}/{rkey}"
+
+
+def post_uris(dids: pa.ChunkedArray | pa.Array, rkeys: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    """`post_uri` of each (did, rkey), built by Arrow (the same strings)."""
+    return pc.binary_join_element_wise("at://", dids, f"/{POST_COLLECTION}/", rkeys, "")
 
 
 def partition_date(time_us: int) -> str:
