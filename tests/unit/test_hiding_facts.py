@@ -12,8 +12,8 @@ import pytest
 from firehose import hiding_facts
 from firehose.hiding import HiddenSet
 from firehose.hiding_facts import DayFacts, facts_of
-from firehose.index import uri_key
-from firehose.schema import post_uri
+from firehose.index import uri_key, uri_keys
+from firehose.schema import post_uri, post_uris
 
 DAY_US = 86_400_000_000
 
@@ -94,3 +94,10 @@ def test_a_deletion_of_any_day_hides_the_post() -> None:
     uris = [post_uri(f"did:plc:{d}", "1") for d in [*range(5), 9]] + [post_uri("did:plc:hot", "1")]
     assert rules.keep_mask(uris, [u.split("/")[2] for u in uris]) == [False] * 5 + [True, False]
     assert HiddenSet().keep_mask([], []) == [] and DayFacts({}).size == 0
+
+
+def test_arrow_builds_the_same_uris_and_keys_as_one_at_a_time() -> None:
+    dids, rkeys = ["did:plc:a", "did:web:example.com"], ["3k2a", "self"]
+    uris = post_uris(pa.array(dids), pa.array(rkeys)).to_pylist()
+    assert uris == [post_uri(d, r) for d, r in zip(dids, rkeys, strict=True)]
+    assert uri_keys(uris).tolist() == [uri_key(u) for u in uris]
