@@ -250,8 +250,11 @@ class Api:
             "query": query.echo(),
             "took_ms": round((time.perf_counter() - started) * 1000, 1),
             "days": sources.as_json(),
-            "unverified_usernames": sorted({names.handles[did] for did in names.unverified}),
+            "unverified_dids": sorted(names.unverified),
         }
+        if self.searcher.hot is not None and self.searcher.hot.refresh().behind:
+            warnings = [*warnings, "the hot tier is still reading a backlog of the buffer (a catch-up after an "
+                        "outage): the newest posts, deletions and account changes may not show yet"]
         if warnings:
             meta["warnings"] = warnings
         return self.json({"results": results, "meta": meta})

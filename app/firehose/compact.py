@@ -102,6 +102,8 @@ class Compactor:
         storage.write_compacted_names(new, merged)  # swapped in with the files: a redone flush batch skips these
         storage.fsync_dir(new)
         self.faults.reached(Failpoint.COMPACT_BEFORE_EXCHANGE)
+        if table in hiding_facts.TABLES:  # its facts would name the old files by the new files' names
+            hiding_facts.remove(self.data_dir, date)
         exchange(new, live)  # `live` now holds the new files; `new` the old ones
         storage.fsync_dir(live.parent)
         self.faults.reached(Failpoint.COMPACT_AFTER_EXCHANGE)

@@ -6,17 +6,20 @@ day's file holds
 - the keys (`index.uri_key`) of the URIs of the posts deleted that day, sorted and unique;
 - for each DID with an account event that day, the key of the DID (`uri_key` of the DID string), the `time_us`
   and the `active` flag of its latest such event, sorted by key;
-- which Parquet files of `deletes` and `account` it was made from (its cover).
+- which Parquet files of `deletes` and `account` it was made from (its cover: each file's name and size).
 
 Readers use a day's file only while its cover names exactly the day's current files; otherwise (no file yet, a
-flush or a compaction between the Parquet and the facts, a crash) they build the same facts from the Parquet
-(`build_day`), so the file only ever speeds things up. The file is memory-mapped: the arrays are shared between
+flush or a compaction between the Parquet and the facts, a crash) they complete it from the Parquet files it
+lacks, or read the whole day's Parquet when it names a file that is gone (`complete`), so the file only ever
+speeds things up. The compaction removes a day's file before it swaps the day's files (its `compact-0000.parquet`
+is a new file under an old name) and writes it again after. The file is memory-mapped: the arrays are shared between
 the workers through the page cache and cost a worker nothing until a lookup touches them.
 
 Binary layout (little-endian): the magic `FHHIDE01`, a u64 header length, a JSON header
-`{"covers": {"deletes": [...], "account": [...]}, "deleted": n, "accounts": m}` padded with spaces to a multiple
-of 8 bytes, then `int64[n]` deleted post keys, `int64[m]` DID keys, `int64[m]` times, `uint8[m]` active flags.
-The files are derived data: deleting them is safe (`firehose compact` writes any that are missing or stale).
+`{"covers": {"deletes": [[name, size], ...], "account": [...]}, "deleted": n, "accounts": m}` padded with spaces
+to a multiple of 8 bytes, then `int64[n]` deleted post keys, `int64[m]` DID keys, `int64[m]` times, `uint8[m]`
+active flags. The files are derived data: deleting them is safe (`firehose compact` writes any that are missing
+or stale). Replace them only by rename (as `write` does): overwriting a mapped file in place can crash a worker.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import logging
 import os
 import struct
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,7 +51,8 @@ _I64 = np.dtype("<i8")
 _EMPTY = np.empty(0, dtype=_I64)
 _EMPTY_FLAGS = np.empty(0, dtype=np.uint8)
 
-Covers = Mapping[str, frozenset[str]]  # table -> names of the Parquet files the facts were made from
+FileId = tuple[str, int]  # a Parquet file of a day's partition: its name and size
+Covers = Mapping[str, frozenset[FileId]]  # table -> the Parquet files the facts were made from
 
 
 @dataclass(frozen=True)
@@ -90,9 +94,17 @@ def facts_path(data_dir: Path, date: str) -> Path:
     return facts_root(data_dir) / f"date={date}.facts"
 
 
-def current_covers(data_dir: Path, date: str) -> dict[str, frozenset[str]]:
-    """The names of the day's `deletes` and `account` Parquet files now."""
-    return {t: frozenset(p.name for p in storage.partition_files(data_dir, t, date)) for t in TABLES}
+def current_covers(data_dir: Path, date: str) -> dict[str, frozenset[FileId]]:
+    """The day's `deletes` and `account` Parquet files now (a file removed while this looks is left out)."""
+    return {t: frozenset(_file_ids(storage.partition_files(data_dir, t, date))) for t in TABLES}
+
+
+def _file_ids(paths: Iterable[Path]) -> Iterator[FileId]:
+    for path in paths:
+        try:
+            yield path.name, path.stat().st_size
+        except FileNotFoundError:
+            continue
 
 
 def dates(data_dir: Path) -> list[str]:
@@ -138,12 +150,12 @@ def complete(data_dir: Path, date: str, base: DayFacts | None) -> DayFacts:
 
 
 def _read_files(data_dir: Path, date: str, names: Covers) -> DayFacts:
-    """The facts of the named `deletes` and `account` files of one day."""
+    """The facts of the given `deletes` and `account` files of one day."""
     columns = {"deletes": ["did", "rkey", "collection"], "account": ["did", "time_us", "active"]}
     tables: dict[str, pa.Table | None] = {}
     for table in TABLES:
         part = storage.partition_dir(data_dir, table, date)
-        parts = [pq.read_table(part / name, columns=columns[table]) for name in sorted(names.get(table, ()))]
+        parts = [pq.read_table(part / name, columns=columns[table]) for name, _ in sorted(names.get(table, ()))]
         tables[table] = pa.concat_tables(parts) if parts else None
     return facts_of(tables["deletes"], tables["account"], names)
 
@@ -166,7 +178,8 @@ def _latest(keys: np.ndarray, times: np.ndarray, active: np.ndarray) -> tuple[np
 def write(data_dir: Path, date: str, facts: DayFacts) -> Path:
     """Write the day's facts file atomically (staging, fsync, rename, fsync of the directory)."""
     path = facts_path(data_dir, date)
-    header = orjson.dumps({"covers": {t: sorted(facts.covers.get(t, ())) for t in TABLES},
+    covers = {t: sorted([name, size] for name, size in facts.covers.get(t, ())) for t in TABLES}
+    header = orjson.dumps({"covers": covers,
                            "deleted": int(facts.deleted.size), "accounts": int(facts.account_keys.size)})
     header += b" " * (-len(header) % 8)
     tmp = storage.staging_dir(data_dir) / f"{path.name}.{uuid.uuid4().hex}.tmp"
@@ -202,7 +215,7 @@ def read(path: Path) -> DayFacts | None:
     try:
         header = orjson.loads(bytes(buf[16:16 + length]))
         n, m = int(header["deleted"]), int(header["accounts"])
-        covers = {t: frozenset(header["covers"][t]) for t in TABLES}
+        covers = {t: frozenset((str(name), int(size)) for name, size in header["covers"][t]) for t in TABLES}
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{path}: unreadable header ({exc})") from exc
     start = 16 + length
@@ -224,7 +237,8 @@ def add_files(data_dir: Path, date: str, written: Mapping[str, tuple[str, pa.Tab
     up to date: the old file plus these rows when the old file covered all other files of the day, else completed
     from the day's Parquet (`complete`). Returns the facts written."""
     now = current_covers(data_dir, date)
-    new = {t: frozenset([written[t][0]]) if t in written else frozenset() for t in TABLES}
+    new = {t: frozenset(_file_ids([storage.partition_dir(data_dir, t, date) / written[t][0]])) if t in written
+           else frozenset() for t in TABLES}
     try:
         old = read(facts_path(data_dir, date))
     except ValueError as exc:
@@ -239,9 +253,23 @@ def add_files(data_dir: Path, date: str, written: Mapping[str, tuple[str, pa.Tab
     return facts
 
 
+def remove(data_dir: Path, date: str) -> None:
+    """Remove the day's facts file (the compaction, before it swaps the day's files; `ensure` writes it again)."""
+    path = facts_path(data_dir, date)
+    if path.exists():
+        path.unlink()
+        storage.fsync_dir(path.parent)
+
+
+def _sorted(facts: DayFacts) -> bool:
+    """Whether the file's keys are strictly increasing, as written (a damaged file that kept its size is not)."""
+    return all(bool(np.all(keys[1:] > keys[:-1])) for keys in (facts.deleted, facts.account_keys))
+
+
 def ensure(data_dir: Path, dates_: Iterable[str] | None = None) -> list[str]:
-    """Write the facts file of every day (or of `dates_`) whose file is missing, damaged or stale; returns those
-    days. What `firehose compact` runs after compacting, and what heals an archive restored without them."""
+    """Write the facts file of every day (or of `dates_`) whose file is missing, damaged (also: keys out of order)
+    or stale; returns those days. What `firehose compact` runs after compacting, and what heals an archive
+    restored or upgraded without them."""
     rebuilt = []
     known = dates(data_dir)
     if dates_ is None:
@@ -254,7 +282,7 @@ def ensure(data_dir: Path, dates_: Iterable[str] | None = None) -> list[str]:
         except ValueError as exc:
             log.warning("hiding facts of %s: %s; rebuilding them", date, exc)
             facts = None
-        if facts is not None and dict(facts.covers) == current_covers(data_dir, date):
+        if facts is not None and dict(facts.covers) == current_covers(data_dir, date) and _sorted(facts):
             continue
         write(data_dir, date, build_day(data_dir, date))
         rebuilt.append(date)

@@ -209,6 +209,7 @@ class IdentityResolver:
             self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="identity")
             self._pool_pid = os.getpid()
             self._inflight = {}
+            self._claims.clear()  # the parent's checks under way do not run here: their claims would never go
         return self._pool
 
     def _lookup(self, kind: str, name: str, deadline: float) -> str | None:

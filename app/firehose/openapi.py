@@ -90,7 +90,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 "SearchResponse": {"type": "object", "required": ["results", "meta"], "properties": {
                     "results": {"type": "array", "items": {"$ref": "#/components/schemas/Post"}},
                     "meta": {"type": "object", "required": ["count", "cursor", "limit", "total_cap", "query", "took_ms",
-                                                            "days", "unverified_usernames"], "properties": {
+                                                            "days", "unverified_dids"], "properties": {
                         "count": {"type": "integer"},
                         "cursor": {"type": ["string", "null"], "description": "Pass as cursor for the next page; "
                                    "null when there are no more results or the total cap is reached."},
@@ -102,10 +102,10 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                                  "hot tier first): through its full-text index, by a scan of its Parquet (with "
                                  "the reason), or from the hot tier (posts not yet flushed).", "items": {
                                      "$ref": "#/components/schemas/DaySource"}},
-                        "unverified_usernames": {"type": "array", "items": {"type": "string"}, "description": (
-                            "The usernames on this page that are the handle the account's DID document claims, "
-                            "shown before the check that the handle points back to the account finished (it "
-                            "goes on; the next page shows the verified answer).")},
+                        "unverified_dids": {"type": "array", "items": {"type": "string"}, "description": (
+                            "The DIDs of the results whose username is the handle the account's DID document "
+                            "claims, shown before the check that the handle points back to the account finished "
+                            "(it goes on; a later page shows the verified answer, or the DID).")},
                         "warnings": {"type": "array", "items": {"type": "string"}}}}}},
                 "DaySource": {"type": "object", "required": ["date", "via"], "properties": {
                     "date": {"type": "string", "format": "date"},

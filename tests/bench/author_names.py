@@ -5,7 +5,7 @@ A real redis-server holds `--events` buffered events of the real profile (the ho
 local server answers the simulator's PLC documents and resolveHandle `--delay` seconds late; a fresh Gunicorn
 (and a fresh Redis, so no name is cached) per `--resolve-workers` value then answers `/search` for the ten most
 frequent words of the buffered posts, one after the other, 50 posts a page. Per page: the names shown as
-verified handles, as handles their DID document claims while the check back runs (`meta.unverified_usernames`),
+verified handles, as handles their DID document claims while the check back runs (`meta.unverified_dids`),
 and as bare DIDs; and the latency.
 
     .venv/bin/python tests/bench/author_names.py [--events 200000] [--delay 0.1] [--resolve-workers 8 32]
@@ -77,11 +77,11 @@ def run(work: Path, events: int, delay: float, workers: int) -> dict[str, float]
             latencies.append((time.perf_counter() - t0) * 1000)
             if status != 200:
                 raise SystemExit(f"/search {word!r} answered {status}: {body}")
-            claimed = set(body["meta"]["unverified_usernames"])
+            claimed = set(body["meta"]["unverified_dids"])
             for row in body["results"]:
                 if row["username"] == row["did"]:
                     dids += 1
-                elif row["username"] in claimed:
+                elif row["did"] in claimed:
                     unverified += 1
                 else:
                     verified += 1

@@ -294,3 +294,33 @@ def test_health_without_redis(tmp_path: Path, redis_server: RedisServer) -> None
         assert status == 200 and body["meta"]["count"] == 1
     finally:
         stop_process(server.proc)
+
+
+def test_a_backlog_in_the_buffer_is_read_over_several_requests_and_said(tmp_path: Path,
+                                                                         redis_server: RedisServer) -> None:
+    """Far more buffered entries than one refresh may read (a catch-up): each search answers with what the hot tier
+    has read so far and says it is behind, until it has read them all; no post is skipped or served twice."""
+    data = tmp_path / "data"
+    write_posts(data, [post_row("archived", time_us=NOW_US - 86_400_000_000)])
+    buffer = Buffer(redis_server.client(), Settings.from_env({"FIREHOSE_REDIS_URL": redis_server.url}))
+    entries = 400
+    for i in range(entries):
+        buffer.append([post_event("did:plc:backlog", str(i), f"backlog post {i}", NOW_US - 60_000_000 + i)], 1)
+    server = start_gunicorn(tmp_path, data, redis_server.url, FIREHOSE_API_WORKERS="1",
+                            FIREHOSE_API_HOT_READ_BUDGET_SECONDS="0.000001", FIREHOSE_API_HOT_REFRESH_SECONDS="0")
+    try:
+        seen: list[int] = []
+        for _ in range(entries):
+            status, body = server.json("/search", text="backlog", limit=1)
+            assert status == 200, body
+            behind = any("backlog of the buffer" in w for w in body["meta"].get("warnings", []))
+            seen.append(body["meta"]["count"])
+            if not behind:
+                break
+        assert len(seen) > 1, "one refresh read the whole backlog: the budget did nothing"
+        status, _, body = server.get("/export", text="backlog", limit=10_000)
+        rows, cut = parsed_export(body)
+        assert status == 200 and cut is None
+        assert len(rows) == entries and len({r["uri"] for r in rows}) == entries
+    finally:
+        stop_process(server.proc)

@@ -80,7 +80,7 @@ def test_a_fresh_worker_reads_the_file_and_falls_back_to_the_parquet_when_it_is_
     hiding_facts.write(settings.data_dir, DAY1, extra)
     assert hidden(settings, "did:plc:a", "2") and hidden(settings, "did:plc:a", "1")
     # the same file naming other files: stale, so the worker reads the day's Parquet (which has a:1 only)
-    hiding_facts.write(settings.data_dir, DAY1, DayFacts({"deletes": frozenset({"other.parquet"})}, extra.deleted))
+    hiding_facts.write(settings.data_dir, DAY1, DayFacts({"deletes": frozenset({("other.parquet", 1)})}, extra.deleted))
     assert not hidden(settings, "did:plc:a", "2") and hidden(settings, "did:plc:a", "1")
     path.unlink()  # no file at all: the same
     assert not hidden(settings, "did:plc:a", "2") and hidden(settings, "did:plc:a", "1")
@@ -101,6 +101,25 @@ def test_a_crash_between_a_batchs_parquet_and_its_facts_file(settings: Settings)
     facts = hiding_facts.read(path)
     assert facts is not None and dict(facts.covers) == hiding_facts.current_covers(settings.data_dir, DAY1)
     assert facts.deleted.size == 3
+
+
+def test_a_second_compaction_under_the_same_file_name_is_not_mistaken_for_the_first(settings: Settings) -> None:
+    """A late batch lands in a compacted day and the flush dies before its facts file (here: the file put back as
+    it was); the next compaction writes `compact-0000.parquet` again, now with the late deletion in it."""
+    flush(settings, [post_event("did:plc:a", "1", "x"), delete_post("did:plc:a", "1")])
+    compact = Compactor(settings)
+    compact.run(dates=[DAY1], now=dt.datetime(2026, 5, 28, tzinfo=dt.UTC))
+    path = hiding_facts.facts_path(settings.data_dir, DAY1)
+    compacted = path.read_bytes()
+    flush(settings, [delete_post("did:plc:a", "2")])  # late, into the compacted day
+    path.write_bytes(compacted)
+    assert hidden(settings, "did:plc:a", "2")  # completed from the late file
+    compact.run(dates=[DAY1], now=dt.datetime(2026, 5, 28, tzinfo=dt.UTC))
+    names = {name for name, _ in hiding_facts.current_covers(settings.data_dir, DAY1)["deletes"]}
+    assert names == {"compact-0000.parquet"}
+    facts = hiding_facts.read(path)
+    assert facts is not None and dict(facts.covers) == hiding_facts.current_covers(settings.data_dir, DAY1)
+    assert facts.deleted.size == 2 and hidden(settings, "did:plc:a", "2") and hidden(settings, "did:plc:a", "1")
 
 
 def test_a_running_worker_follows_each_batch(settings: Settings) -> None:

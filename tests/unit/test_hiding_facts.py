@@ -33,18 +33,19 @@ def test_facts_keep_deleted_posts_and_each_accounts_latest_state() -> None:
     facts = facts_of(deletes(("did:plc:a", "1", "app.bsky.feed.post"), ("did:plc:a", "1", "app.bsky.feed.post"),
                              ("did:plc:a", "2", "app.bsky.feed.like")),
                      accounts(("did:plc:b", 20, False), ("did:plc:b", 10, True), ("did:plc:c", 5, True)),
-                     {"deletes": frozenset({"f1.parquet"})})
+                     {"deletes": frozenset({("f1.parquet", 10)})})
     assert facts.deleted.tolist() == [uri_key(post_uri("did:plc:a", "1"))]  # once, and only the post
     state = dict(zip(facts.account_keys.tolist(), zip(facts.account_times.tolist(), facts.account_active.tolist(),
                                                       strict=True), strict=True))
     assert state == {uri_key("did:plc:b"): (20, 0), uri_key("did:plc:c"): (5, 1)}
-    assert facts.covers == {"deletes": frozenset({"f1.parquet"}), "account": frozenset()}
+    assert facts.covers == {"deletes": frozenset({("f1.parquet", 10)}), "account": frozenset()}
 
 
 def test_the_file_round_trips_memory_mapped(tmp_path: Path) -> None:
     facts = facts_of(deletes(*[(f"did:plc:{i}", "1", "app.bsky.feed.post") for i in range(100)]),
                      accounts(("did:plc:x", 7, False)),
-                     {"deletes": frozenset({"a.parquet", "b.parquet"}), "account": frozenset({"a.parquet"})})
+                     {"deletes": frozenset({("a.parquet", 1), ("b.parquet", 2)}),
+                      "account": frozenset({("a.parquet", 3)})})
     path = hiding_facts.write(tmp_path, "2026-05-25", facts)
     back = hiding_facts.read(path)
     assert back is not None and isinstance(back.deleted, np.memmap | np.ndarray)
@@ -68,11 +69,11 @@ def test_a_damaged_file_is_refused(tmp_path: Path) -> None:
 
 def test_merging_two_sets_of_files_of_a_day() -> None:
     one = facts_of(deletes(("did:plc:a", "1", "app.bsky.feed.post")), accounts(("did:plc:b", 10, False)),
-                   {"deletes": frozenset({"1.parquet"}), "account": frozenset({"1.parquet"})})
+                   {"deletes": frozenset({("1.parquet", 1)}), "account": frozenset({("1.parquet", 1)})})
     two = facts_of(deletes(("did:plc:a", "2", "app.bsky.feed.post")), accounts(("did:plc:b", 30, True)),
-                   {"deletes": frozenset({"2.parquet"}), "account": frozenset({"2.parquet"})})
+                   {"deletes": frozenset({("2.parquet", 2)}), "account": frozenset({("2.parquet", 2)})})
     both = one.merged(two)
-    assert both.covers["deletes"] == {"1.parquet", "2.parquet"}
+    assert both.covers["deletes"] == {("1.parquet", 1), ("2.parquet", 2)}
     assert sorted(both.deleted.tolist()) == both.deleted.tolist() and both.deleted.size == 2
     assert both.account_times.tolist() == [30] and both.account_active.tolist() == [1]
 
