@@ -18,7 +18,7 @@ variable "hcloud_token" {
 
 variable "server_type" {
   type        = string
-  default     = "cx32"
+  default     = "cx33"
   description = "Server type of the build server (the snapshot runs on this type or larger)."
 }
 
