@@ -12,8 +12,9 @@ applies the rules to candidate rows before it counts them into a page, so pages 
 What a worker holds: the archive's rules are the per-day facts files the flush and the compaction write
 (`hiding_facts`), memory-mapped, so a fresh worker starts serving after a stat of each day's directories and the
 page cache shares the arrays between workers; only a day whose facts file is missing or stale (the moment between
-a flush's Parquet and its facts, or an archive restored without them) is read from its Parquet into the worker's
-own memory, until its file is current again. A candidate row is looked up in each day's sorted arrays (a binary
+a flush's Parquet and its facts, or an archive restored without them) is completed from the Parquet files its
+facts lack (all of the day's when a file it names is gone) into the worker's own memory, until its file is
+current again. A candidate row is looked up in each day's sorted arrays (a binary
 search per day: the cost of a lookup grows with the log of a day's deletions and linearly with the days, not
 with their rows). Posts are told apart by `index.uri_key`, a 64-bit hash of the URI: a collision could hide a
 post wrongly, about one chance in 10^7 for a million deletions against a million candidates; accounts likewise
