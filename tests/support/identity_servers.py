@@ -18,6 +18,7 @@ import ssl
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +151,18 @@ class WebServer(_HttpServer):
         return {host for host, _ in self.hits}
 
 
+RESOLVE_HANDLE = "/xrpc/com.atproto.identity.resolveHandle"
+
+
+def resolve_handle_answer(query: str, did_for: Callable[[str], str | None]) -> tuple[int, str, bytes]:
+    """The XRPC resolveHandle answer for the `handle` of a query string: the DID `did_for` gives, else
+    HandleNotFound (400), as a PDS answers."""
+    did = did_for(urllib.parse.parse_qs(query).get("handle", [""])[0])
+    if did:
+        return 200, "application/json", orjson.dumps({"did": did})
+    return 400, "application/json", orjson.dumps({"error": "HandleNotFound", "message": "no such handle"})
+
+
 class PlcServer(_HttpServer):
     """A PLC directory (`/<did>`) plus an XRPC resolveHandle endpoint, over plain HTTP."""
 
@@ -164,7 +177,7 @@ class PlcServer(_HttpServer):
 
     @property
     def xrpc_url(self) -> str:
-        return f"{self.url}/xrpc/com.atproto.identity.resolveHandle"
+        return f"{self.url}{RESOLVE_HANDLE}"
 
     def account(self, did: str, *handles: str) -> None:
         """Publish the DID document of `did` claiming `handles` (in order)."""
@@ -172,11 +185,8 @@ class PlcServer(_HttpServer):
 
     def route(self, host: str, path: str) -> tuple[int, str, bytes] | None:
         parts = urllib.parse.urlsplit(path)
-        if parts.path == "/xrpc/com.atproto.identity.resolveHandle":
-            handle = urllib.parse.parse_qs(parts.query).get("handle", [""])[0]
-            if handle in self.xrpc:
-                return 200, "application/json", orjson.dumps({"did": self.xrpc[handle]})
-            return 400, "application/json", orjson.dumps({"error": "HandleNotFound", "message": "no such handle"})
+        if parts.path == RESOLVE_HANDLE:
+            return resolve_handle_answer(parts.query, self.xrpc.get)
         did = urllib.parse.unquote(parts.path.lstrip("/"))
         if did in self.documents:
             return 200, "application/json", orjson.dumps(self.documents[did])
@@ -199,16 +209,12 @@ class SimulatedIdentityServer(_HttpServer):
 
     @property
     def xrpc_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/xrpc/com.atproto.identity.resolveHandle"
+        return f"http://127.0.0.1:{self.port}{RESOLVE_HANDLE}"
 
     def route(self, host: str, path: str) -> tuple[int, str, bytes] | None:
         parts = urllib.parse.urlsplit(path)
-        if parts.path == "/xrpc/com.atproto.identity.resolveHandle":
-            handle = urllib.parse.parse_qs(parts.query).get("handle", [""])[0]
-            did = simulated.did_for_handle(handle)
-            if did:
-                return 200, "application/json", orjson.dumps({"did": did})
-            return 400, "application/json", orjson.dumps({"error": "HandleNotFound", "message": "no such handle"})
+        if parts.path == RESOLVE_HANDLE:
+            return resolve_handle_answer(parts.query, simulated.did_for_handle)
         doc = simulated.plc_document(urllib.parse.unquote(parts.path.removeprefix("/plc/")))
         return (200, "application/json", orjson.dumps(doc)) if doc else None
 
